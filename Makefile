@@ -1,0 +1,56 @@
+# imgfs: everything from a fresh Debian machine with nothing but Python.
+#   make install   system packages, a venv in $(VENV), links in /usr/local/bin and /usr/local/sbin
+#   make demo      mount the bundled demo image, list it, unmount it
+#   make test      the whole test suite against real FUSE mounts
+#   make bench     the benchmark against raw pread and fuseiso (bench/run)
+
+SHELL := /bin/bash
+PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi)
+# Outside the checkout, so that the unprivileged-user tests and mount(8) can run it from anywhere.
+VENV ?= /opt/imgfs
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := fuse3 xorriso genisoimage python3-venv xz-utils bzip2 gzip util-linux
+BIN := $(VENV)/bin
+
+.PHONY: deps install test demo lint bench clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/python:
+	$(SUDO) $(PYTHON) -m venv $(VENV)
+	$(SUDO) $(BIN)/python -m pip install -q --upgrade pip
+
+install: deps $(BIN)/python
+	$(SUDO) $(BIN)/python -m pip install -q '.[dev]'
+	$(SUDO) ln -sf $(BIN)/imgfs /usr/local/bin/imgfs
+	$(SUDO) mkdir -p /usr/local/sbin
+	$(SUDO) ln -sf $(BIN)/mount.imgfs /usr/local/sbin/mount.imgfs
+	@echo "imgfs installed: $$(command -v imgfs)"
+
+fixtures/demo.iso: fixtures/make_demo.sh
+	bash fixtures/make_demo.sh fixtures/demo.iso
+
+demo: install fixtures/demo.iso
+	@mnt=$$(mktemp -d); set -e; \
+	echo "$$ imgfs fixtures/demo.iso $$mnt"; imgfs fixtures/demo.iso $$mnt; \
+	echo "$$ ls -lR $$mnt"; ls -lR $$mnt; \
+	echo "$$ cat $$mnt/README.txt"; cat $$mnt/README.txt; \
+	echo "$$ imgfs umount $$mnt"; imgfs umount $$mnt; rmdir $$mnt
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint:
+	$(BIN)/ruff check imgfs tests bench
+	$(BIN)/mypy imgfs
+
+bench: install
+	bench/run
+
+clean:
+	rm -rf build *.egg-info fixtures/demo.iso .pytest_cache

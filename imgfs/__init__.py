@@ -1,0 +1,3 @@
+"""imgfs: mount disk images read-only as folders."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,351 @@
+"""The command line: ``imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d]`` and the commands that need no FUSE.
+
+Every failure is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from typing import Callable, Optional
+
+from imgfs import __version__
+from imgfs.errors import ImageError
+from imgfs.image import OpenedImage, open_image
+from imgfs.options import MountOptions, OptionError, parse_options
+from imgfs.tree import Node
+
+log = logging.getLogger("imgfs")
+
+COMMANDS = ("info", "ls", "cat", "umount")
+READY = b"\0imgfs-ready\0"
+USAGE = """usage: imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d]
+       imgfs info IMAGE [--json]
+       imgfs ls IMAGE [PATH] [-l] [-R]
+       imgfs cat IMAGE PATH
+       imgfs umount MOUNTPOINT
+
+Mount options (-o, comma-separated): allow_other, uid=N, gid=N, umask=OCTAL, cache_size=SIZE,
+namespace=auto|rockridge|joliet|iso1999|iso9660, logfile=PATH. The mount is always read-only:
+ro, rw, dev, suid, exec, noauto, nofail, user, users, defaults, _netdev and x-* are accepted and ignored.
+An image named like a command mounts through a path: imgfs ./info /mnt/x"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"imgfs: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            return _run_command(argv[0], argv[1:])
+        return _mount_main(argv)
+    except (ImageError, OptionError) as exc:
+        return _fail(str(exc))
+    except UsageError as exc:
+        print(f"imgfs: {exc}\n{USAGE}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        return _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", 70)
+
+
+def mount_helper_main(argv: Optional[list[str]] = None) -> int:
+    """``mount.imgfs SPEC DIR [-sfnv] [-o OPTIONS]``, as mount(8) runs helpers for ``-t imgfs``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    positional, groups, fake = [], [], False
+    args = iter(argv)
+    for arg in args:
+        if arg == "-o":
+            groups.append(next(args, ""))
+        elif arg.startswith("-o"):
+            groups.append(arg[2:])
+        elif arg.startswith("-") and len(arg) > 1:
+            fake = fake or "f" in arg[1:]  # -f: fake; -s, -n, -v: nothing to do for a FUSE mount
+        else:
+            positional.append(arg)
+    if fake:
+        return 0
+    try:
+        return _mount_main(positional + [item for g in groups for item in ("-o", g)])
+    except (ImageError, OptionError) as exc:
+        return _fail(str(exc))
+    except UsageError as exc:
+        return _fail(str(exc), 2)
+
+
+# -- mounting -----------------------------------------------------------------------------------------
+
+
+def _parse_mount_args(argv: list[str]) -> tuple[list[str], list[str], bool, bool]:
+    positional, groups, foreground, debug = [], [], False, False
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        if arg in ("-V", "--version"):
+            print(f"imgfs {__version__}")
+            raise SystemExit(0)
+        if arg == "-o":
+            value = next(args, None)
+            if value is None:
+                raise UsageError("-o needs a value")
+            groups.append(value)
+        elif arg.startswith("-o"):
+            groups.append(arg[2:])
+        elif arg == "-f":
+            foreground = True
+        elif arg == "-d":
+            foreground = debug = True
+        elif arg == "--":
+            positional.extend(args)
+        elif arg.startswith("-") and len(arg) > 1:
+            raise UsageError(f"unknown flag {arg}")
+        else:
+            positional.append(arg)
+    return positional, groups, foreground, debug
+
+
+def _mount_main(argv: list[str]) -> int:
+    positional, groups, foreground, debug = _parse_mount_args(argv)
+    if len(positional) != 2:
+        raise UsageError("expected IMAGE and MOUNTPOINT" if positional or groups else "no image given")
+    image_path, mountpoint = positional
+    options = parse_options(groups)
+    if not os.path.exists(mountpoint):
+        return _fail(f"mount point {mountpoint} does not exist")
+    if not os.path.isdir(mountpoint):
+        return _fail(f"mount point {mountpoint} is not a directory")
+    image = _open(image_path, options)
+    if foreground:
+        _setup_logging(debug=debug, logfile=options.logfile, to_stderr=True)
+        _tune_malloc()
+        from imgfs.fuse_ops import serve
+
+        serve(image, mountpoint, options, debug=debug)
+        return 0
+    return _serve_in_background(image, mountpoint, options)
+
+
+def _open(path: str, options: MountOptions) -> OpenedImage:
+    return open_image(path, namespace=options.namespace, cache_size=options.cache_size,
+                      uid=os.getuid() if options.uid is None else options.uid,
+                      gid=os.getgid() if options.gid is None else options.gid)
+
+
+def _serve_in_background(image: OpenedImage, mountpoint: str, options: MountOptions) -> int:
+    """Fork; the child mounts and tells the parent through a pipe once the kernel has called init.
+
+    Until then the child's stderr is that pipe too, so that a libfuse complaint reaches the user as
+    the reason; the parent returns only when the mount is ready (0) or has failed (1).
+    """
+    from imgfs.fuse_ops import serve  # import before fork: errors show here, in the parent
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(image, mountpoint, options, write_end, serve)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    output = b"".join(chunks)
+    if READY in output:
+        return 0
+    os.waitpid(pid, 0)
+    lines = [line.strip() for line in output.decode("utf-8", "replace").splitlines() if line.strip()]
+    reason = lines[-1] if lines else "the FUSE mount failed"
+    return _fail(f"cannot mount {image.path} on {mountpoint}: {reason}")
+
+
+def _child(image: OpenedImage, mountpoint: str, options: MountOptions, pipe: int, serve: Callable) -> None:
+    code = 1
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(pipe, 2)
+        _setup_logging(debug=False, logfile=options.logfile, to_stderr=False)
+        _tune_malloc()
+
+        def ready() -> None:
+            os.write(pipe, READY)
+            os.dup2(devnull, 2)
+            os.close(pipe)
+
+        serve(image, mountpoint, options, on_ready=ready)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - report through the pipe, exit quietly
+        try:
+            os.write(pipe, f"\n{exc}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _setup_logging(debug: bool, logfile: Optional[str], to_stderr: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if logfile:
+        handler: logging.Handler = logging.FileHandler(logfile)
+        handler.setFormatter(logging.Formatter("%(asctime)s imgfs[%(process)d] %(levelname)s: %(message)s"))
+    elif to_stderr:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("imgfs: %(levelname)s: %(message)s"))
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter(f"imgfs[{os.getpid()}]: %(levelname)s: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    root.handlers[:] = [handler]
+    logging.getLogger("mfusepy").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+
+
+def _tune_malloc() -> None:
+    """Keep glibc from trimming and growing the heap around every 128 KiB read buffer."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+# -- commands that need no FUSE -------------------------------------------------------------------------
+
+
+def _run_command(name: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"imgfs {name}")
+    if name == "umount":
+        parser.add_argument("mountpoint")
+        return _umount(parser.parse_args(argv).mountpoint)
+    parser.add_argument("image")
+    parser.add_argument("-o", dest="options", action="append", default=[], help="options, as for mounting")
+    if name == "info":
+        parser.add_argument("--json", action="store_true")
+    elif name == "ls":
+        parser.add_argument("path", nargs="?", default="/")
+        parser.add_argument("-l", dest="long", action="store_true")
+        parser.add_argument("-R", dest="recursive", action="store_true")
+    else:
+        parser.add_argument("path")
+    args = parser.parse_args(argv)
+    image = _open(args.image, parse_options(args.options))
+    try:
+        if name == "info":
+            return _info(image, args.json)
+        if name == "ls":
+            return _ls(image, args.path, args.long, args.recursive)
+        return _cat(image, args.path)
+    finally:
+        image.close()
+
+
+def _info(image: OpenedImage, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"image": image.path, "layers": image.layers}, indent=2))
+        return 0
+    for depth, layer in enumerate(image.layers):
+        details = {k: v for k, v in layer.items() if k not in ("layer", "descriptors", "description")}
+        indent = "  " * depth
+        title = layer.get("description", layer["layer"])
+        print(f"{indent}{title}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in details.items()))
+        for vd in layer.get("descriptors", []):
+            print(f"{indent}  volume descriptor at sector {vd['sector']}: {vd['kind']} {vd['volume_id']!r}")
+    return 0
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, list):
+        return "/".join(str(v) for v in value)
+    return repr(value) if isinstance(value, str) and value == "" else str(value)
+
+
+def _long_line(node: Node, name: str) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(node.mtime_ns // 1_000_000_000))
+    size = f"{os.major(node.rdev)}, {os.minor(node.rdev)}" if stat.S_ISCHR(node.mode) or stat.S_ISBLK(node.mode) \
+        else str(node.size)
+    line = f"{stat.filemode(node.mode)} {node.nlink:>3} {node.uid:>5} {node.gid:>5} {size:>12} {when} {name}"
+    if node.target is not None:
+        line += f" -> {node.target.decode('utf-8', 'surrogateescape')}"
+    return line
+
+
+def _ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
+    tree = image.tree
+    node = tree.lookup(path)
+    show: Callable[[Node, str], str] = _long_line if long else (lambda _n, name: name)
+    out = sys.stdout
+    if not node.is_dir:
+        print(show(node, path))
+        return 0
+    if not recursive:
+        for name, child in tree.children(node).items():
+            out.write(show(child, name) + "\n")
+        return 0
+    failures = 0
+    stack = [(node, path.rstrip("/"))]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            kids = tree.children(directory)
+        except ImageError as exc:
+            failures += 1
+            _fail(f"{prefix or '/'}: {exc}")
+            continue
+        for name, child in kids.items():
+            out.write(show(child, f"{prefix}/{name}") + "\n")
+        stack.extend((c, f"{prefix}/{n}") for n, c in reversed(list(kids.items())) if c.is_dir)
+    return 1 if failures else 0
+
+
+def _cat(image: OpenedImage, path: str) -> int:
+    node = image.tree.lookup(path)
+    stream = image.tree.open(node)
+    out = sys.stdout.buffer
+    for offset in range(0, stream.size, 1 << 20):
+        out.write(stream.pread(offset, 1 << 20))
+    out.flush()
+    return 0
+
+
+def _umount(mountpoint: str) -> int:
+    for tool in ("fusermount3", "fusermount"):
+        if shutil.which(tool):
+            done = subprocess.run([tool, "-u", mountpoint], capture_output=True, text=True)
+            if done.returncode == 0:
+                return 0
+            error = done.stderr.strip().splitlines()
+            if os.getuid() != 0:
+                return _fail(error[-1] if error else f"cannot unmount {mountpoint}")
+    done = subprocess.run(["umount", mountpoint], capture_output=True, text=True)
+    if done.returncode == 0:
+        return 0
+    error = done.stderr.strip().splitlines()
+    return _fail(error[-1] if error else f"cannot unmount {mountpoint}")

@@ -1,0 +1,339 @@
+"""The ISO 9660 filesystem: one namespace (Rock Ridge, Joliet, ISO 9660:1999 or plain) as a lazy tree.
+
+Only the root is parsed at mount; each directory is parsed the first time it is listed or looked up.
+File data is never copied: a file is an ``ExtentStream`` over the image (a ``ChunkedStream`` of zlib
+blocks on top for zisofs).
+
+Inode numbers are byte offsets in the image, so they are stable across mounts: a directory's is where
+its extent starts, a file with data's is where its data starts (hard links share their data, so they
+share the number), anything else's is where its directory record lies.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import struct
+from typing import Any, NamedTuple, Optional
+
+from imgfs.errors import CorruptImage, UnsupportedFormat
+from imgfs.filesystems.iso9660 import susp
+from imgfs.filesystems.iso9660.records import (
+    FLAG_ASSOCIATED,
+    FLAG_DIRECTORY,
+    FLAG_MULTI_EXTENT,
+    Record,
+    VolumeDescriptor,
+    clean_iso_name,
+    clean_joliet_name,
+    iter_records,
+    parse_date,
+    read_descriptors,
+    root_record,
+)
+from imgfs.filesystems.iso9660.zisofs import open_zisofs
+from imgfs.io.cache import BlockCache
+from imgfs.io.stream import ExtentStream, Stream
+from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
+
+log = logging.getLogger(__name__)
+
+NAMESPACES = ("rockridge", "joliet", "iso1999", "iso9660")  # richest first
+_VD_KIND = {"rockridge": "primary", "joliet": "joliet", "iso1999": "enhanced", "iso9660": "primary"}
+RR_MOVED_NAMES = ("rr_moved", ".rr_moved")
+MAX_DIRECTORY_SIZE = 1 << 30
+MAX_PATH_TABLE_SIZE = 64 << 20
+
+
+class DirHandle(NamedTuple):
+    offset: int  # byte offset of the directory's extent
+    size: int
+
+
+class FileHandle(NamedTuple):
+    runs: tuple[tuple[int, int], ...]  # (byte offset, length) of each piece of data, in order
+    zf: Optional[tuple[bytes, int, int, int]]  # Rock Ridge ZF: algorithm, header, log2 block, size
+
+
+class IsoFilesystem(Filesystem):
+    kind = "iso9660"
+
+    def __init__(self, stream: Stream, cache: BlockCache, namespace: str = "auto", uid: int = 0,
+                 gid: int = 0) -> None:
+        super().__init__()
+        self.stream = stream
+        self.cache = cache
+        self.total_size = stream.size
+        self._default_uid, self._default_gid = uid, gid
+        self.descriptors = read_descriptors(stream)
+        primary = self._descriptor("primary")
+        self._su_skip = 0
+        self.has_rock_ridge = primary is not None and self._probe_rock_ridge(primary)
+        self.namespaces = [ns for ns in NAMESPACES if self._available(ns)]
+        if not self.namespaces:
+            raise UnsupportedFormat("no primary, Joliet or ISO 9660:1999 volume descriptor", layer="iso9660")
+        if namespace in ("auto", ""):
+            namespace = self.namespaces[0]
+        elif namespace not in self.namespaces:
+            raise UnsupportedFormat(f"namespace {namespace!r} is not on this image; it has: "
+                                    f"{', '.join(self.namespaces)}", layer="iso9660")
+        self.namespace = namespace
+        self._rr = namespace == "rockridge"
+        vd = self._descriptor(_VD_KIND[namespace])
+        assert vd is not None
+        self.vd = vd
+        self.block_size = vd.block_size
+        self.label = vd.volume_id
+        self._name = clean_joliet_name if namespace == "joliet" else clean_iso_name
+        self._check_path_table(vd)
+        self.root = self._root_node(vd)
+        self.children(self.root)  # a broken root fails the mount, not the first ls
+
+    # -- descriptors and the root ------------------------------------------------------------------
+
+    def _descriptor(self, kind: str) -> Optional[VolumeDescriptor]:
+        return next((vd for vd in self.descriptors if vd.kind == kind), None)
+
+    def _available(self, namespace: str) -> bool:
+        if namespace == "rockridge":
+            return self.has_rock_ridge
+        return self._descriptor(_VD_KIND[namespace]) is not None
+
+    def _root_record(self, vd: VolumeDescriptor) -> Record:
+        rec = root_record(vd)
+        if rec is None or not rec.flags & FLAG_DIRECTORY:
+            raise CorruptImage("the root directory record is invalid", layer="iso9660",
+                               offset=vd.sector * 2048 + 156)
+        return rec
+
+    def _probe_rock_ridge(self, vd: VolumeDescriptor) -> bool:
+        """Rock Ridge is there when the root's "." record starts with an SP entry (SUSP) and RRIP follows."""
+        rec = self._root_record(vd)
+        self.block_size = vd.block_size  # continuation areas are addressed in the primary's blocks
+        first = self.stream.pread(rec.extent * vd.block_size, vd.block_size)
+        try:
+            records = iter_records(first, vd.block_size, rec.extent * vd.block_size)
+            dot = next(records)
+            if dot.system_use[:2] != b"SP" or dot.system_use[4:6] != b"\xbe\xef":
+                return False
+            self._su_skip = dot.system_use[6] if len(dot.system_use) > 6 else 0
+            for index, candidate in enumerate([dot, *records]):
+                if index > 4:
+                    break
+                area = candidate.system_use[self._su_skip if index else 0 :]
+                if susp.parse(area, self._read_area, candidate.offset).seen:
+                    return True
+        except (CorruptImage, StopIteration):
+            return False
+        return False
+
+    def _root_node(self, vd: VolumeDescriptor) -> Node:
+        rec = self._root_record(vd)
+        node = Node("", DEFAULT_DIR_MODE, rec.size, rec.extent * vd.block_size, nlink=2,
+                    uid=self._default_uid, gid=self._default_gid, mtime_ns=parse_date(rec.date),
+                    handle=self._dir_handle(rec))
+        if self._rr:  # the root's own attributes are in its "." record
+            dot = self._dot_record(node.handle)
+            self._apply_rock_ridge(node, self._rock_ridge(dot), dot)
+            node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
+        return node
+
+    def _check_path_table(self, vd: VolumeDescriptor) -> None:
+        """A directory the path table places past the end of the file means a truncated image."""
+        header = self.stream.pread(vd.sector * 2048, 2048)
+        table_size, table_lba = struct.unpack_from("<I", header, 132)[0], struct.unpack_from("<I", header, 140)[0]
+        table_offset = table_lba * vd.block_size
+        if not 0 < table_size <= MAX_PATH_TABLE_SIZE or table_offset + table_size > vd.space_blocks * vd.block_size:
+            return  # no usable path table: nothing to check
+        table = self.stream.pread(table_offset, table_size)
+        if len(table) < table_size:
+            raise CorruptImage(f"the image is truncated: it ends at byte {self.stream.size}, inside the path "
+                               "table", layer="iso9660", offset=table_offset)
+        pos, image_blocks = 0, self.stream.size // vd.block_size
+        while pos + 8 <= len(table):
+            name_len, ear_len, lba = table[pos], table[pos + 1], struct.unpack_from("<I", table, pos + 2)[0]
+            if name_len == 0:
+                return
+            if image_blocks <= lba + ear_len < vd.space_blocks:
+                raise CorruptImage(f"the image is truncated: it ends at byte {self.stream.size}, before directory "
+                                   f"{self._name(table[pos + 8 : pos + 8 + name_len])!r}", layer="iso9660",
+                                   offset=(lba + ear_len) * vd.block_size)
+            pos += 8 + name_len + (name_len & 1)
+        if self.stream.size < vd.space_blocks * vd.block_size:
+            log.warning("%s: the image is %d bytes shorter than its volume; files past the end give EIO",
+                        self.stream.name, vd.space_blocks * vd.block_size - self.stream.size)
+
+    # -- directories -------------------------------------------------------------------------------
+
+    def _dir_handle(self, rec: Record) -> DirHandle:
+        return DirHandle(rec.extent * self.block_size, rec.size)
+
+    def _read_directory(self, handle: DirHandle) -> bytes:
+        if handle.size > MAX_DIRECTORY_SIZE:
+            raise CorruptImage(f"directory size {handle.size} is implausible", layer="iso9660", offset=handle.offset)
+        if handle.offset + handle.size > self.stream.size:
+            raise CorruptImage("directory extent runs past the end of the image", layer="iso9660",
+                               offset=handle.offset)
+        return self.stream.pread(handle.offset, handle.size)
+
+    def _dot_record(self, handle: DirHandle) -> Record:
+        first = self._read_directory(DirHandle(handle.offset, min(handle.size, self.block_size)))
+        try:
+            return next(iter_records(first, self.block_size, handle.offset, self._su_skip))
+        except StopIteration:
+            raise CorruptImage("directory has no '.' record", layer="iso9660", offset=handle.offset) from None
+
+    def _read_area(self, block: int, offset: int, length: int) -> bytes:
+        start = block * self.block_size + offset
+        data = self.stream.pread(start, length)
+        if len(data) < length:
+            raise CorruptImage("Rock Ridge continuation area lies past the end of the image", layer="rockridge",
+                               offset=start)
+        return data
+
+    def _rock_ridge(self, rec: Record) -> susp.RockRidge:
+        return susp.parse(rec.system_use, self._read_area, rec.offset)
+
+    def _load_children(self, node: Node) -> dict[str, Node]:
+        kids, relocated = self._parse_directory(node.handle)
+        if node is self.root and self._rr:
+            for name in RR_MOVED_NAMES:
+                moved = kids.get(name)
+                if moved is not None and moved.is_dir:
+                    moved.children, moved_relocated = self._parse_directory(moved.handle)
+                    if moved_relocated and not moved.children:
+                        del kids[name]  # only relocated directories were in it: they are back home
+        return kids
+
+    def _parse_directory(self, handle: DirHandle) -> tuple[dict[str, Node], int]:
+        data = self._read_directory(handle)
+        kids: dict[str, Node] = {}
+        relocated = 0
+        chain: list[Record] = []  # the records of a multi-extent file so far
+        for rec in iter_records(data, self.block_size, handle.offset, self._su_skip):
+            if rec.name in (b"\x00", b"\x01") or rec.flags & FLAG_ASSOCIATED:
+                continue
+            if chain and rec.name != chain[0].name:
+                log.warning("%s: multi-extent file %r ends without its last extent", self.stream.name,
+                            chain[0].name)
+                self._add(kids, chain)
+                chain = []
+            chain.append(rec)
+            if rec.flags & FLAG_MULTI_EXTENT and not rec.flags & FLAG_DIRECTORY:
+                continue
+            relocated += self._add(kids, chain)
+            chain = []
+        if chain:
+            self._add(kids, chain)
+        return kids, relocated
+
+    def _add(self, kids: dict[str, Node], chain: list[Record]) -> int:
+        """Add the node for one record (or a multi-extent chain); 1 if it was a relocated directory."""
+        first = chain[0]
+        rr = self._rock_ridge(first) if self._rr else None
+        if rr is not None and rr.relocated:
+            return 1
+        name = rr.name.decode("utf-8", "surrogateescape") if rr is not None and rr.name else self._name(first.name)
+        name = name.replace("/", "_").replace("\x00", "_")
+        if name in ("", ".", "..") or name in kids:
+            if name in kids:
+                log.debug("%s: duplicate name %r skipped", self.stream.name, name)
+            return 0
+        kids[name] = self._node(name, chain, rr)
+        return 0
+
+    # -- nodes -------------------------------------------------------------------------------------
+
+    def _node(self, name: str, chain: list[Record], rr: Optional[susp.RockRidge]) -> Node:
+        first = chain[0]
+        mtime = parse_date(first.date)
+        if rr is not None and rr.child_lba is not None:  # a deep directory that was moved to rr_moved
+            handle = DirHandle(rr.child_lba * self.block_size, self.block_size)
+            dot = self._dot_record(handle)
+            handle = DirHandle(handle.offset, dot.size)
+            node = Node(name, DEFAULT_DIR_MODE, dot.size, handle.offset, nlink=2, mtime_ns=parse_date(dot.date),
+                        uid=self._default_uid, gid=self._default_gid, handle=handle)
+            self._apply_rock_ridge(node, self._rock_ridge(dot), dot)
+            node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
+            return node
+        if first.flags & FLAG_DIRECTORY:
+            handle = self._dir_handle(first)
+            node = Node(name, DEFAULT_DIR_MODE, first.size, handle.offset, nlink=1, mtime_ns=mtime,
+                        uid=self._default_uid, gid=self._default_gid, handle=handle)
+            if rr is not None:
+                self._apply_rock_ridge(node, rr, first)
+                node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
+            return node
+        runs = self._runs(chain)
+        size = sum(length for _, length in runs)
+        ino = runs[0][0] if size else first.offset
+        node = Node(name, DEFAULT_FILE_MODE, size, ino, mtime_ns=mtime, uid=self._default_uid,
+                    gid=self._default_gid, handle=FileHandle(runs, None))
+        if rr is not None:
+            self._apply_rock_ridge(node, rr, first)
+            self._rock_ridge_file(node, rr)
+        return node
+
+    def _apply_rock_ridge(self, node: Node, rr: susp.RockRidge, rec: Record) -> None:
+        if rr.mode is not None:
+            node.mode = rr.mode
+            node.uid, node.gid = rr.uid, rr.gid
+            node.nlink = max(1, rr.nlink)
+        if rr.mtime:
+            node.mtime_ns = rr.mtime
+        node.atime_ns = rr.atime or node.mtime_ns
+        node.ctime_ns = rr.ctime or node.mtime_ns
+
+    def _rock_ridge_file(self, node: Node, rr: susp.RockRidge) -> None:
+        kind = stat.S_IFMT(node.mode)
+        if rr.symlink is not None or kind == stat.S_IFLNK:
+            node.mode = stat.S_IFLNK | stat.S_IMODE(node.mode)
+            node.target = rr.symlink or b""
+            node.size = len(node.target)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+            node.size = 0
+            node.rdev = rr.rdev or 0
+        else:
+            node.mode = stat.S_IFREG | stat.S_IMODE(node.mode)
+            if rr.zf is not None:
+                node.handle = FileHandle(node.handle.runs, rr.zf)
+                node.size = rr.zf[3]
+
+    def _runs(self, chain: list[Record]) -> tuple[tuple[int, int], ...]:
+        runs: list[tuple[int, int]] = []
+        bs = self.block_size
+        for rec in chain:
+            if not rec.unit_blocks:
+                if rec.size:
+                    runs.append((rec.extent * bs, rec.size))
+                continue
+            block, left = rec.extent, rec.size  # interleaved: file units separated by gaps
+            while left > 0:
+                count = min(rec.unit_blocks * bs, left)
+                runs.append((block * bs, count))
+                left -= count
+                block += rec.unit_blocks + rec.gap_blocks
+        return tuple(runs)
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def open(self, node: Node) -> Stream:
+        handle: FileHandle = node.handle
+        if not isinstance(handle, FileHandle) or not node.is_file:
+            raise IsADirectoryError(node.name)
+        raw = ExtentStream.over(self.stream, handle.runs, name=f"{self.stream.name}:{node.name}")
+        if handle.zf is None:
+            return raw
+        return open_zisofs(raw, handle.zf[0], handle.zf[3], self.cache, raw.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "filesystem": "iso9660",
+            "namespace": self.namespace,
+            "namespaces": self.namespaces,
+            "label": self.label,
+            "block_size": self.block_size,
+            "volume_size": self.vd.space_blocks * self.vd.block_size,
+            "descriptors": [{"sector": vd.sector, "kind": vd.kind, "volume_id": vd.volume_id,
+                             "system_id": vd.system_id} for vd in self.descriptors],
+        }

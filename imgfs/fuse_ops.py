@@ -1,0 +1,233 @@
+"""The FUSE adapter: the only module that imports mfusepy.
+
+It maps paths to nodes, nodes to ``stat`` dicts and streams to reads. Domain errors become errno here
+(an ``ImageError`` is EIO plus a log line); every call that would write gets EROFS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import threading
+from typing import Any, Callable, Optional
+
+from imgfs.errors import ImageError
+from imgfs.image import OpenedImage
+from imgfs.io.stream import Stream
+from imgfs.options import MountOptions
+from imgfs.tree import Node
+
+# mfusepy looks for libfuse2 first; prefer libfuse3 and fall back to libfuse2.
+if "FUSE_LIBRARY_PATH" not in os.environ:
+    _fuse3 = ctypes.util.find_library("fuse3")
+    if _fuse3:
+        os.environ["FUSE_LIBRARY_PATH"] = _fuse3
+
+import mfusepy  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 86400.0  # the image cannot change while mounted
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+_PATH_ERRORS = {FileNotFoundError: errno.ENOENT, NotADirectoryError: errno.ENOTDIR,
+                IsADirectoryError: errno.EISDIR}
+
+
+def _fuse_errors(method: Callable) -> Callable:
+    """Domain errors to errno; anything unexpected to EIO with one log line, never a crash."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except mfusepy.FuseOSError:
+            raise
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise mfusepy.FuseOSError(_PATH_ERRORS[type(exc)]) from None
+        except ImageError as exc:
+            log.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            raise mfusepy.FuseOSError(errno.EIO) from None
+        except Exception as exc:  # noqa: BLE001 - the daemon must survive anything
+            log.error("%s %s: unexpected %s: %s", method.__name__, args[0] if args else "",
+                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            raise mfusepy.FuseOSError(errno.EIO) from None
+
+    return wrapper
+
+
+def _read_only(*_args: Any) -> None:
+    raise mfusepy.FuseOSError(errno.EROFS)
+
+
+class ImgfsOperations(mfusepy.Operations):
+    use_ns = True
+
+    def __init__(self, image: OpenedImage, options: MountOptions,
+                 on_ready: Optional[Callable[[], None]] = None) -> None:
+        self.image = image
+        self.tree = image.tree
+        self.options = options
+        self._on_ready = on_ready
+        self._handles: dict[int, Stream] = {}
+        self._next_handle = itertools.count(1)
+        self._handles_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def init(self, path: str) -> None:
+        if self._on_ready is not None:
+            self._on_ready()
+
+    # -- attributes ---------------------------------------------------------------------------------
+
+    def _stat(self, node: Node) -> dict[str, int]:
+        mode = node.mode
+        if self.options.umask is not None:
+            mode &= ~self.options.umask
+        return {
+            "st_mode": mode,
+            "st_ino": node.ino,
+            "st_nlink": node.nlink,
+            "st_uid": node.uid if self.options.uid is None else self.options.uid,
+            "st_gid": node.gid if self.options.gid is None else self.options.gid,
+            "st_size": node.size,
+            "st_blocks": (node.size + 511) // 512,
+            "st_blksize": 4096,
+            "st_rdev": node.rdev,
+            "st_mtime": node.mtime_ns,
+            "st_atime": node.atime_ns,
+            "st_ctime": node.ctime_ns,
+        }
+
+    @_fuse_errors
+    def getattr(self, path: str, fh: Optional[int] = None) -> dict[str, int]:
+        return self._stat(self.tree.lookup(path))
+
+    @_fuse_errors
+    def readdir(self, path: str, fh: int) -> list:
+        node = self.tree.lookup(path)
+        umask = self.options.umask or 0
+        parent = self.tree.lookup(path.rsplit("/", 1)[0]) if path != "/" else node
+        entries: list = [(".", {"st_mode": node.mode & ~umask, "st_ino": node.ino}, 0),
+                         ("..", {"st_mode": parent.mode & ~umask, "st_ino": parent.ino}, 0)]
+        for name, child in self.tree.children(node).items():
+            entries.append((name, {"st_mode": child.mode & ~umask, "st_ino": child.ino}, 0))
+        return entries
+
+    @_fuse_errors
+    def readlink(self, path: str) -> str:
+        node = self.tree.lookup(path)
+        if node.target is None:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return node.target.decode("utf-8", "surrogateescape")
+
+    @_fuse_errors
+    def statfs(self, path: str) -> dict[str, int]:
+        fs = self.image.fs
+        block = fs.block_size
+        return {"f_bsize": block, "f_frsize": block, "f_blocks": -(-fs.total_size // block), "f_bfree": 0,
+                "f_bavail": 0, "f_files": 0, "f_ffree": 0, "f_favail": 0, "f_namemax": 255}
+
+    @_fuse_errors
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        value = self.image.fs.xattrs(self.tree.lookup(path)).get(name)
+        if value is None:
+            raise mfusepy.FuseOSError(mfusepy.ENOATTR)
+        return value
+
+    @_fuse_errors
+    def listxattr(self, path: str) -> list[str]:
+        return list(self.image.fs.xattrs(self.tree.lookup(path)))
+
+    @_fuse_errors
+    def access(self, path: str, amode: int) -> int:
+        self.tree.lookup(path)
+        if amode & os.W_OK:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        return 0
+
+    # -- data ---------------------------------------------------------------------------------------
+
+    @_fuse_errors
+    def open(self, path: str, flags: int) -> int:
+        if flags & WRITE_FLAGS:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        stream = self.tree.open(self.tree.lookup(path))
+        handle = next(self._next_handle)
+        with self._handles_lock:
+            self._handles[handle] = stream
+        return handle
+
+    def _stream(self, fh: int) -> Stream:
+        stream = self._handles.get(fh)
+        if stream is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        return stream
+
+    @_fuse_errors
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return self._stream(fh).pread(offset, size)
+
+    @_fuse_errors
+    def read_into(self, path: str, address: int, size: int, offset: int, fh: int) -> int:
+        """Read straight into libfuse's buffer: no ``bytes`` made, no copy for plain extents."""
+        view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+        return self._stream(fh).readinto(offset, view)
+
+    @_fuse_errors
+    def release(self, path: str, fh: int) -> int:
+        with self._handles_lock:
+            self._handles.pop(fh, None)
+        return 0
+
+    # -- everything that would write ----------------------------------------------------------------
+
+    chmod = chown = create = mkdir = mknod = rename = rmdir = symlink = link = _read_only
+    truncate = unlink = utimens = write = setxattr = removexattr = _read_only
+
+
+class _Fuse(mfusepy.FUSE):
+    """mfusepy's FUSE with a zero-copy read: the operations fill libfuse's buffer themselves."""
+
+    def read(self, path: Optional[bytes], buf, size: int, offset: int, fip) -> int:  # type: ignore[override]
+        address = ctypes.cast(buf, ctypes.c_void_p).value or 0
+        try:
+            return self.operations.read_into(None if path is None else path.decode(self.encoding, self.errors),
+                                             address, size, offset, fip.contents.fh)
+        except mfusepy.FuseOSError as exc:
+            return -(exc.errno or errno.EIO)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
+          on_ready: Optional[Callable[[], None]] = None, debug: bool = False) -> None:
+    """Mount and serve until unmounted (or SIGTERM/SIGINT, which unmount cleanly)."""
+    kwargs: dict[str, Any] = {
+        "foreground": True,
+        "debug": debug,
+        "fsname": _escape(os.path.abspath(image.path)),
+        "subtype": "imgfs",
+        "ro": True,
+        "use_ino": True,
+        "kernel_cache": True,
+        "attr_timeout": TIMEOUT,
+        "entry_timeout": TIMEOUT,
+        "negative_timeout": TIMEOUT,
+    }
+    if options.allow_other:
+        kwargs["allow_other"] = True
+        kwargs["default_permissions"] = True  # other users get the modes the image gives
+    for flag in options.fuse_flags:
+        kwargs[flag] = True
+    _Fuse(ImgfsOperations(image, options, on_ready), mountpoint, **kwargs)

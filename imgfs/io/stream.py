@@ -1,0 +1,204 @@
+"""The one primitive: a positional, stateless, thread-safe stream.
+
+``pread(offset, length)`` returns ``min(length, size - offset)`` bytes: it is short only at the end of
+the stream. Data that the stream's size promises but its source cannot deliver (a truncated image, an
+extent past the end) raises ``CorruptImage`` naming the layer and the offset, so that a damaged region
+becomes EIO for the files that touch it and nothing else.
+
+``readinto(offset, buf)`` is the same read into a caller's buffer; the plain-file path goes straight
+from ``os.preadv`` into libfuse's buffer without a Python ``bytes`` in between.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import stat
+from typing import Iterable, NamedTuple, Optional, Sequence
+
+from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
+
+
+class Stream:
+    """Base class: subclasses set ``size`` and implement ``pread``; ``readinto`` may be faster."""
+
+    size: int = 0
+    name: str = "stream"
+
+    def pread(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        data = self.pread(offset, len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def _clamp(self, offset: int, length: int) -> int:
+        """How many bytes a read at ``offset`` of ``length`` may return."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"negative offset or length: {offset}, {length}")
+        return max(0, min(length, self.size - offset))
+
+
+class FileStream(Stream):
+    """A file or block device read with ``os.pread``; the descriptor is shared, never seeked."""
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise MissingFile(f"no such file: {path}") from None
+        except IsADirectoryError:
+            raise UnsupportedFormat(f"{path} is a directory, not an image file") from None
+        except OSError as exc:
+            raise MissingFile(f"cannot open {path}: {exc.strerror}") from None
+        st = os.fstat(self._fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.close(self._fd)
+            raise UnsupportedFormat(f"{path} is a directory, not an image file")
+        self.size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(self._fd, 0, os.SEEK_END)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def pread(self, offset: int, length: int) -> bytes:
+        want = self._clamp(offset, length)
+        data = os.pread(self._fd, want, offset)
+        while len(data) < want:  # pread may legally return short; retry until EOF
+            more = os.pread(self._fd, want - len(data), offset + len(data))
+            if not more:
+                raise CorruptImage("file shrank while mounted", layer=self.name, offset=offset + len(data))
+            data += more
+        return data
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        want = self._clamp(offset, len(buf))
+        done = 0
+        while done < want:
+            got = os.preadv(self._fd, [buf[done:want]], offset + done)
+            if got <= 0:
+                raise CorruptImage("file shrank while mounted", layer=self.name, offset=offset + done)
+            done += got
+        return done
+
+
+class BytesStream(Stream):
+    """Bytes held in memory: decoded metadata, test data."""
+
+    def __init__(self, data: bytes, name: str = "memory") -> None:
+        self._data = bytes(data)
+        self.size = len(self._data)
+        self.name = name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        n = self._clamp(offset, length)
+        return self._data[offset : offset + n]
+
+
+class SliceStream(Stream):
+    """``size`` bytes of ``base`` from ``offset``: a partition, a track, a file extent."""
+
+    def __init__(self, base: Stream, offset: int, size: int, name: Optional[str] = None) -> None:
+        if offset < 0 or size < 0:
+            raise ValueError(f"bad slice {offset}+{size}")
+        self.base = base
+        self.offset = offset
+        self.size = size
+        self.name = name or base.name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        n = self._clamp(offset, length)
+        data = self.base.pread(self.offset + offset, n)
+        if len(data) < n:
+            raise CorruptImage("data runs past the end of the image", layer=self.name,
+                               offset=self.offset + offset + len(data))
+        return data
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        n = self._clamp(offset, len(buf))
+        got = self.base.readinto(self.offset + offset, buf[:n])
+        if got < n:
+            raise CorruptImage("data runs past the end of the image", layer=self.name,
+                               offset=self.offset + offset + got)
+        return got
+
+
+class Extent(NamedTuple):
+    """``length`` bytes taken from ``source`` at ``source_offset``; no source means a hole of zeros."""
+
+    length: int
+    source: Optional[Stream]
+    source_offset: int = 0
+
+
+class ExtentStream(Stream):
+    """A run list: extents laid end to end, holes reading as zeros (multi-extent and sparse files)."""
+
+    def __init__(self, extents: Iterable[Extent], name: str = "extents") -> None:
+        self._extents: list[Extent] = [e for e in extents if e.length > 0]
+        self._starts: list[int] = []
+        pos = 0
+        for ext in self._extents:
+            if ext.source_offset < 0:
+                raise ValueError("negative source offset")
+            self._starts.append(pos)
+            pos += ext.length
+        self.size = pos
+        self.name = name
+
+    @classmethod
+    def over(cls, base: Stream, runs: Iterable[tuple[Optional[int], int]], name: Optional[str] = None
+             ) -> ExtentStream:
+        """Runs of ``(base_offset or None for a hole, length)`` over one base stream."""
+        return cls((Extent(n, None if off is None else base, off or 0) for off, n in runs),
+                   name=name or base.name)
+
+    def _pieces(self, offset: int, n: int) -> Iterable[tuple[int, Extent, int, int]]:
+        """(position in the request, extent, offset inside the extent, count) for a clamped read."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        done = 0
+        while done < n:
+            ext = self._extents[i]
+            inner = offset + done - self._starts[i]
+            count = min(ext.length - inner, n - done)
+            yield done, ext, inner, count
+            done += count
+            i += 1
+
+    def pread(self, offset: int, length: int) -> bytes:
+        n = self._clamp(offset, length)
+        parts = []
+        for _, ext, inner, count in self._pieces(offset, n):
+            if ext.source is None:
+                parts.append(bytes(count))
+                continue
+            data = ext.source.pread(ext.source_offset + inner, count)
+            if len(data) < count:
+                raise CorruptImage("extent runs past the end of the image", layer=self.name,
+                                   offset=ext.source_offset + inner + len(data))
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        n = self._clamp(offset, len(buf))
+        for pos, ext, inner, count in self._pieces(offset, n):
+            if ext.source is None:
+                buf[pos : pos + count] = bytes(count)
+            elif ext.source.readinto(ext.source_offset + inner, buf[pos : pos + count]) < count:
+                raise CorruptImage("extent runs past the end of the image", layer=self.name,
+                                   offset=ext.source_offset + inner)
+        return n
+
+
+class ConcatStream(ExtentStream):
+    """Streams back to back: split raw images, multi-FILE cue sheets."""
+
+    def __init__(self, parts: Sequence[Stream], name: str = "concat") -> None:
+        super().__init__((Extent(p.size, p, 0) for p in parts), name=name)
+        self.parts = list(parts)

@@ -1,0 +1,85 @@
+"""Mount options (``-o a,b=c``): the ones imgfs uses, and the ones accepted and ignored."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from imgfs.filesystems.iso9660 import NAMESPACES
+from imgfs.image import DEFAULT_CACHE_SIZE
+
+# Always read-only, so these cannot change anything; mount(8) and mount.fuse3 pass some of them
+# on their own (mount.fuse3 adds "rw,dev,suid" when the user gave no options).
+IGNORED = {"ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "noauto", "nofail", "user",
+           "nouser", "users", "auto", "defaults", "_netdev", "atime", "noatime", "relatime", "strictatime",
+           "nodiratime", "diratime", "sync", "async", "loop", "owner", "group", "silent", "loud"}
+PASSED_TO_FUSE = {"allow_root", "auto_unmount"}
+
+
+class OptionError(ValueError):
+    pass
+
+
+@dataclass
+class MountOptions:
+    allow_other: bool = False
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    umask: Optional[int] = None
+    cache_size: int = DEFAULT_CACHE_SIZE
+    namespace: str = "auto"
+    logfile: Optional[str] = None
+    fuse_flags: list[str] = field(default_factory=list)
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not match:
+        raise OptionError(f"cache_size={text}: expected a size such as 256M")
+    return int(match.group(1)) << (10 * " kmgt".index(match.group(2) or " "))
+
+
+def _number(key: str, value: str, base: int = 10) -> int:
+    try:
+        return int(value, base)
+    except ValueError:
+        raise OptionError(f"{key}={value}: expected a number") from None
+
+
+def parse_options(groups: list[str], options: Optional[MountOptions] = None) -> MountOptions:
+    opts = options or MountOptions()
+    for group in groups:
+        for item in filter(None, (part.strip() for part in group.split(","))):
+            key, has_value, value = item.partition("=")
+            _apply(opts, key, value if has_value else None)
+    return opts
+
+
+def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
+    if key in IGNORED or key.startswith("x-") or key == "comment":
+        return
+    if key == "allow_other":
+        opts.allow_other = True
+    elif key in PASSED_TO_FUSE and value is None:
+        opts.fuse_flags.append(key)
+    elif value is None:
+        raise OptionError(f"unknown option {key!r}" if key not in ("uid", "gid", "umask", "cache_size",
+                                                                    "namespace", "logfile")
+                          else f"option {key} needs a value ({key}=...)")
+    elif key == "uid":
+        opts.uid = _number(key, value)
+    elif key == "gid":
+        opts.gid = _number(key, value)
+    elif key == "umask":
+        opts.umask = _number(key, value, 8) & 0o7777
+    elif key == "cache_size":
+        opts.cache_size = parse_size(value)
+    elif key == "namespace":
+        if value not in ("auto", *NAMESPACES):
+            raise OptionError(f"namespace={value}: expected one of auto, {', '.join(NAMESPACES)}")
+        opts.namespace = value
+    elif key == "logfile":
+        opts.logfile = value
+    else:
+        raise OptionError(f"unknown option {key}={value}")

@@ -1,0 +1,86 @@
+"""The one format registry: what each known format looks like, and which reader opens it.
+
+Detection is by content, never by file name. A format has one or more magic byte strings (any one
+is enough; a negative offset counts from the end of the stream) and may add a probe for a closer
+look. Formats imgfs recognises but does not read yet are listed too, so that the user is told what
+the image is rather than that it is nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from imgfs.errors import UnsupportedFormat
+from imgfs.io.stream import Stream
+
+
+@dataclass(frozen=True)
+class Magic:
+    offset: int  # negative: from the end
+    value: bytes
+
+    def find(self, stream: Stream) -> bool:
+        start = self.offset if self.offset >= 0 else stream.size + self.offset
+        if start < 0 or start + len(self.value) > stream.size:
+            return False
+        return stream.pread(start, len(self.value)) == self.value
+
+    def __str__(self) -> str:
+        where = f"byte {self.offset}" if self.offset >= 0 else f"{-self.offset} bytes before the end"
+        return f"{self.value.decode('latin-1')!r} at {where}"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    kind: str  # "filesystem", "container" (wraps a disk) or "wrapper" (a whole-file compression)
+    magics: tuple[Magic, ...]
+    opener: Optional[str] = None  # "module:function" that opens it; None: recognised, not read yet
+    probe: Optional[Callable[[Stream], bool]] = None
+    hint: str = ""  # what to tell the user when it cannot be read
+
+    def matches(self, stream: Stream) -> bool:
+        return any(m.find(stream) for m in self.magics) and (self.probe is None or self.probe(stream))
+
+    def why_not(self) -> str:
+        return " or ".join(str(m) for m in self.magics) + " not found"
+
+
+def _has_nsr(stream: Stream) -> bool:
+    """UDF: an NSR02/NSR03 descriptor follows BEA01 in the volume recognition sequence."""
+    return any(stream.pread(32768 + i * 2048 + 1, 5) in (b"NSR02", b"NSR03") for i in range(1, 8))
+
+
+FORMATS: tuple[Format, ...] = (
+    Format("iso9660", "ISO 9660 filesystem (Joliet, Rock Ridge)", "filesystem", (Magic(32769, b"CD001"),),
+           opener="imgfs.filesystems.iso9660:IsoFilesystem"),
+    Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
+           hint="UDF-only discs are not supported yet"),
+    Format("hfs+", "HFS+ filesystem", "filesystem", (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05")),
+           hint="HFS+ is not supported yet"),
+    Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
+    Format("udif", "Apple disk image (UDIF .dmg)", "container", (Magic(-512, b"koly"),),
+           hint="DMG images are not supported yet"),
+    Format("xz", "xz-compressed file", "wrapper", (Magic(0, b"\xfd7zXZ\x00"),), hint="decompress it first (unxz)"),
+    Format("gzip", "gzip-compressed file", "wrapper", (Magic(0, b"\x1f\x8b"),), hint="decompress it first (gunzip)"),
+    Format("bzip2", "bzip2-compressed file", "wrapper", (Magic(0, b"BZh"),), hint="decompress it first (bunzip2)"),
+    Format("zstd", "zstd-compressed file", "wrapper", (Magic(0, b"\x28\xb5\x2f\xfd"),),
+           hint="decompress it first (unzstd)"),
+    Format("compress", "compress(1) .Z file", "wrapper", (Magic(0, b"\x1f\x9d"),),
+           hint="decompress it first (uncompress)"),
+)
+
+
+def detect(stream: Stream) -> Format:
+    """The first registered format that the stream matches; the error lists what was tried."""
+    if stream.size == 0:
+        raise UnsupportedFormat(f"{stream.name} is empty (0 bytes)")
+    for fmt in FORMATS:
+        if fmt.matches(stream):
+            if fmt.opener is None:
+                raise UnsupportedFormat(f"{fmt.description} found: {fmt.hint}", layer=fmt.name)
+            return fmt
+    tried = "; ".join(f"{f.name}: {f.why_not()}" for f in FORMATS if f.kind != "wrapper")
+    raise UnsupportedFormat(f"no known image format in {stream.name} ({stream.size} bytes); tried {tried}")
