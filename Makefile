@@ -1,5 +1,5 @@
 # imgfs: everything from a fresh Debian machine with nothing but Python.
-#   make install   system packages, a venv in $(VENV), links in /usr/local/bin and /usr/local/sbin
+#   make install   system packages, a venv in $(VENV), links in /usr/local/bin, /usr/local/sbin and /sbin
 #   make demo      mount the bundled demo image, list it, unmount it
 #   make test      the whole test suite against real FUSE mounts
 #   make bench     the benchmark against raw pread and fuseiso (bench/run)
@@ -30,6 +30,8 @@ install: deps $(BIN)/python
 	$(SUDO) ln -sf $(BIN)/imgfs /usr/local/bin/imgfs
 	$(SUDO) mkdir -p /usr/local/sbin
 	$(SUDO) ln -sf $(BIN)/mount.imgfs /usr/local/sbin/mount.imgfs
+	# mount(8) looks for mount.TYPE helpers only in /sbin (and /sbin/fs.d, /sbin/fs)
+	$(SUDO) ln -sf $(BIN)/mount.imgfs /sbin/mount.imgfs
 	@echo "imgfs installed: $$(command -v imgfs)"
 
 fixtures/demo.iso: fixtures/make_demo.sh

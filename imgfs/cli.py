@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Callable, Optional
 
 from imgfs import __version__
@@ -50,6 +51,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _setup_logging(debug=False, logfile=None, to_stderr=True, level=logging.WARNING)
     try:
         if argv and argv[0] in COMMANDS:
             return _run_command(argv[0], argv[1:])
@@ -72,7 +74,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 def mount_helper_main(argv: Optional[list[str]] = None) -> int:
     """``mount.imgfs SPEC DIR [-sfnv] [-o OPTIONS]``, as mount(8) runs helpers for ``-t imgfs``."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    positional, groups, fake = [], [], False
+    positional: list[str] = []
+    groups: list[str] = []
+    fake = False
     args = iter(argv)
     for arg in args:
         if arg == "-o":
@@ -97,7 +101,9 @@ def mount_helper_main(argv: Optional[list[str]] = None) -> int:
 
 
 def _parse_mount_args(argv: list[str]) -> tuple[list[str], list[str], bool, bool]:
-    positional, groups, foreground, debug = [], [], False, False
+    positional: list[str] = []
+    groups: list[str] = []
+    foreground = debug = False
     args = iter(argv)
     for arg in args:
         if arg in ("-h", "--help"):
@@ -207,9 +213,9 @@ def _child(image: OpenedImage, mountpoint: str, options: MountOptions, pipe: int
         os._exit(code)
 
 
-def _setup_logging(debug: bool, logfile: Optional[str], to_stderr: bool) -> None:
+def _setup_logging(debug: bool, logfile: Optional[str], to_stderr: bool, level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.DEBUG if debug else level)
     if logfile:
         handler: logging.Handler = logging.FileHandler(logfile)
         handler.setFormatter(logging.Formatter("%(asctime)s imgfs[%(process)d] %(levelname)s: %(message)s"))
@@ -309,20 +315,28 @@ def _ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
         for name, child in tree.children(node).items():
             out.write(show(child, name) + "\n")
         return 0
-    failures = 0
-    stack = [(node, path.rstrip("/"))]
-    while stack:
-        directory, prefix = stack.pop()
+    unreadable = []
+
+    def children(directory: Node, where: str) -> Iterator[tuple[str, Node]]:
         try:
-            kids = tree.children(directory)
-        except ImageError as exc:
-            failures += 1
-            _fail(f"{prefix or '/'}: {exc}")
+            return iter(tree.children(directory).items())
+        except ImageError as exc:  # one line for this directory; the walk goes on
+            unreadable.append(where)
+            _fail(f"{where or '/'}: {exc}")
+            return iter(())
+
+    top = path.rstrip("/")
+    stack = [(children(node, top), top)]  # depth first, in directory order
+    while stack:
+        item = next(stack[-1][0], None)
+        if item is None:
+            stack.pop()
             continue
-        for name, child in kids.items():
-            out.write(show(child, f"{prefix}/{name}") + "\n")
-        stack.extend((c, f"{prefix}/{n}") for n, c in reversed(list(kids.items())) if c.is_dir)
-    return 1 if failures else 0
+        child_path = f"{stack[-1][1]}/{item[0]}"
+        out.write(show(item[1], child_path) + "\n")
+        if item[1].is_dir:
+            stack.append((children(item[1], child_path), child_path))
+    return 1 if unreadable else 0
 
 
 def _cat(image: OpenedImage, path: str) -> int:

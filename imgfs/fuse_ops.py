@@ -13,7 +13,6 @@ import functools
 import itertools
 import logging
 import os
-import stat
 import threading
 from typing import Any, Callable, Optional
 
@@ -79,10 +78,12 @@ class ImgfsOperations(mfusepy.Operations):
         self._handles: dict[int, Stream] = {}
         self._next_handle = itertools.count(1)
         self._handles_lock = threading.Lock()
+        self.ready = False  # set once the kernel has called init: the mount is up
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def init(self, path: str) -> None:
+        self.ready = True
         if self._on_ready is not None:
             self._on_ready()
 
@@ -197,7 +198,7 @@ class ImgfsOperations(mfusepy.Operations):
 class _Fuse(mfusepy.FUSE):
     """mfusepy's FUSE with a zero-copy read: the operations fill libfuse's buffer themselves."""
 
-    def read(self, path: Optional[bytes], buf, size: int, offset: int, fip) -> int:  # type: ignore[override]
+    def read(self, path: Optional[bytes], buf, size: int, offset: int, fip) -> int:
         address = ctypes.cast(buf, ctypes.c_void_p).value or 0
         try:
             return self.operations.read_into(None if path is None else path.decode(self.encoding, self.errors),
@@ -228,6 +229,15 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
     if options.allow_other:
         kwargs["allow_other"] = True
         kwargs["default_permissions"] = True  # other users get the modes the image gives
+    if (mfusepy.fuse_version_major, mfusepy.fuse_version_minor) >= (3, 12):
+        kwargs["max_threads"] = 16  # else libfuse 3.14 warns about an unset (-1) value
     for flag in options.fuse_flags:
         kwargs[flag] = True
-    _Fuse(ImgfsOperations(image, options, on_ready), mountpoint, **kwargs)
+    operations = ImgfsOperations(image, options, on_ready)
+    try:
+        _Fuse(operations, mountpoint, **kwargs)
+    except RuntimeError as exc:
+        # libfuse's main returns non-zero also when a signal ended the loop (it has unmounted by then);
+        # only a mount that never came up is a failure
+        if not operations.ready:
+            raise ImageError(f"the FUSE mount failed (libfuse error {exc})", layer="fuse") from None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Callable, Hashable, Optional
+from collections.abc import Hashable
+from typing import Callable, Optional
 
 from cachetools import LRUCache
 

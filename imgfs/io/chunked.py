@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 from imgfs.errors import CorruptImage
 from imgfs.io.cache import BlockCache, new_cache_id
@@ -38,7 +39,8 @@ class ChunkedStream(Stream):
         data = self._decode(i)
         want = self._chunk_length(i)
         if len(data) != want:
-            raise CorruptImage(f"chunk {i} decoded to {len(data)} bytes, expected {want}", layer=self.name)
+            raise CorruptImage(f"chunk {i} decoded to {len(data)} bytes, expected {want}", layer=self.name,
+                               offset=self._starts[i])
         return data
 
     def chunk(self, i: int) -> bytes:

@@ -23,13 +23,16 @@ class StreamIO(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._stream.size}[whence]
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._stream.size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence {whence}")
+        base = bases[whence]
         if base + offset < 0:
             raise ValueError("negative seek position")
         self._pos = base + offset
         return self._pos
 
-    def readinto(self, buf) -> int:  # type: ignore[override]
+    def readinto(self, buf) -> int:
         view = memoryview(buf).cast("B")
         n = self._stream.readinto(self._pos, view) if self._pos < self._stream.size else 0
         self._pos += n

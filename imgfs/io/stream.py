@@ -14,7 +14,8 @@ from __future__ import annotations
 import bisect
 import os
 import stat
-from typing import Iterable, NamedTuple, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 
@@ -29,6 +30,7 @@ class Stream:
         raise NotImplementedError
 
     def readinto(self, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` (a memoryview: a slice of a bytearray would be a copy) like ``pread``."""
         data = self.pread(offset, len(buf))
         buf[: len(data)] = data
         return len(data)
@@ -78,6 +80,7 @@ class FileStream(Stream):
         return data
 
     def readinto(self, offset: int, buf: memoryview) -> int:
+        buf = memoryview(buf)
         want = self._clamp(offset, len(buf))
         done = 0
         while done < want:
@@ -122,7 +125,7 @@ class SliceStream(Stream):
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         n = self._clamp(offset, len(buf))
-        got = self.base.readinto(self.offset + offset, buf[:n])
+        got = self.base.readinto(self.offset + offset, memoryview(buf)[:n])
         if got < n:
             raise CorruptImage("data runs past the end of the image", layer=self.name,
                                offset=self.offset + offset + got)
@@ -141,12 +144,15 @@ class ExtentStream(Stream):
     """A run list: extents laid end to end, holes reading as zeros (multi-extent and sparse files)."""
 
     def __init__(self, extents: Iterable[Extent], name: str = "extents") -> None:
-        self._extents: list[Extent] = [e for e in extents if e.length > 0]
+        self._extents: list[Extent] = []
         self._starts: list[int] = []
         pos = 0
-        for ext in self._extents:
-            if ext.source_offset < 0:
-                raise ValueError("negative source offset")
+        for ext in extents:
+            if ext.length < 0 or ext.source_offset < 0:
+                raise ValueError(f"negative extent length or offset: {ext}")
+            if ext.length == 0:
+                continue
+            self._extents.append(ext)
             self._starts.append(pos)
             pos += ext.length
         self.size = pos
@@ -187,12 +193,15 @@ class ExtentStream(Stream):
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         n = self._clamp(offset, len(buf))
+        buf = memoryview(buf)
         for pos, ext, inner, count in self._pieces(offset, n):
             if ext.source is None:
                 buf[pos : pos + count] = bytes(count)
-            elif ext.source.readinto(ext.source_offset + inner, buf[pos : pos + count]) < count:
+                continue
+            got = ext.source.readinto(ext.source_offset + inner, buf[pos : pos + count])
+            if got < count:
                 raise CorruptImage("extent runs past the end of the image", layer=self.name,
-                                   offset=ext.source_offset + inner)
+                                   offset=ext.source_offset + inner + got)
         return n
 
 

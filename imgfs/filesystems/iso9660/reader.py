@@ -68,6 +68,7 @@ class IsoFilesystem(Filesystem):
         self.descriptors = read_descriptors(stream)
         primary = self._descriptor("primary")
         self._su_skip = 0
+        self._primary_unreadable = False
         self.has_rock_ridge = primary is not None and self._probe_rock_ridge(primary)
         self.namespaces = [ns for ns in NAMESPACES if self._available(ns)]
         if not self.namespaces:
@@ -88,6 +89,9 @@ class IsoFilesystem(Filesystem):
         self._check_path_table(vd)
         self.root = self._root_node(vd)
         self.children(self.root)  # a broken root fails the mount, not the first ls
+        if self._primary_unreadable:
+            log.warning("%s: the primary root directory is unreadable; showing the %s namespace",
+                        stream.name, namespace)
 
     # -- descriptors and the root ------------------------------------------------------------------
 
@@ -124,6 +128,7 @@ class IsoFilesystem(Filesystem):
                 if susp.parse(area, self._read_area, candidate.offset).seen:
                     return True
         except (CorruptImage, StopIteration):
+            self._primary_unreadable = True
             return False
         return False
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import calendar
 import struct
-from typing import Iterator, NamedTuple, Optional
+from collections.abc import Iterator
+from typing import NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.io.stream import Stream

@@ -1,0 +1,1 @@
+"""The pieces of bench/run: test images, mounts, workloads and the report."""
