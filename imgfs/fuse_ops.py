@@ -33,6 +33,9 @@ import mfusepy  # noqa: E402
 log = logging.getLogger(__name__)
 
 TIMEOUT = 86400.0  # the image cannot change while mounted
+BLKSIZE = 4096
+FILL_DIR_PLUS = 2  # fuse_fill_dir_flags: the stat given is complete, for READDIRPLUS
+READDIR_PLUS = 1  # fuse_readdir_flags: the kernel asked for READDIRPLUS
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -90,38 +93,57 @@ class ImgfsOperations(mfusepy.Operations):
     # -- attributes ---------------------------------------------------------------------------------
 
     def _stat(self, node: Node) -> dict[str, int]:
-        mode = node.mode
-        if self.options.umask is not None:
-            mode &= ~self.options.umask
         return {
-            "st_mode": mode,
+            "st_mode": self._mode(node),
             "st_ino": node.ino,
             "st_nlink": node.nlink,
             "st_uid": node.uid if self.options.uid is None else self.options.uid,
             "st_gid": node.gid if self.options.gid is None else self.options.gid,
             "st_size": node.size,
             "st_blocks": (node.size + 511) // 512,
-            "st_blksize": 4096,
+            "st_blksize": BLKSIZE,
             "st_rdev": node.rdev,
             "st_mtime": node.mtime_ns,
             "st_atime": node.atime_ns,
             "st_ctime": node.ctime_ns,
         }
 
+    def _mode(self, node: Node) -> int:
+        return node.mode if self.options.umask is None else node.mode & ~self.options.umask
+
+    def _fill(self, st: Any, node: Node) -> None:
+        """``_stat`` straight into libfuse's struct: getattr runs once per entry of an ls -l."""
+        st.st_mode = self._mode(node)
+        st.st_ino = node.ino
+        st.st_nlink = node.nlink
+        st.st_uid = node.uid if self.options.uid is None else self.options.uid
+        st.st_gid = node.gid if self.options.gid is None else self.options.gid
+        st.st_size = node.size
+        st.st_blocks = (node.size + 511) // 512
+        st.st_blksize = BLKSIZE
+        st.st_rdev = node.rdev
+        st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(node.mtime_ns, 1_000_000_000)
+        st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(node.atime_ns, 1_000_000_000)
+        st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(node.ctime_ns, 1_000_000_000)
+
     @_fuse_errors
     def getattr(self, path: str, fh: Optional[int] = None) -> dict[str, int]:
         return self._stat(self.tree.lookup(path))
 
     @_fuse_errors
-    def readdir(self, path: str, fh: int) -> list:
+    def fill_stat(self, path: str, st: Any) -> None:
+        self._fill(st, self.tree.lookup(path))
+
+    @_fuse_errors
+    def listing(self, path: str) -> list[tuple[str, Node]]:
+        """A directory's entries with their nodes, "." and ".." first."""
         node = self.tree.lookup(path)
-        umask = self.options.umask or 0
         parent = self.tree.lookup(path.rsplit("/", 1)[0]) if path != "/" else node
-        entries: list = [(".", {"st_mode": node.mode & ~umask, "st_ino": node.ino}, 0),
-                         ("..", {"st_mode": parent.mode & ~umask, "st_ino": parent.ino}, 0)]
-        for name, child in self.tree.children(node).items():
-            entries.append((name, {"st_mode": child.mode & ~umask, "st_ino": child.ino}, 0))
-        return entries
+        return [(".", node), ("..", parent), *self.tree.children(node).items()]
+
+    @_fuse_errors
+    def readdir(self, path: str, fh: int) -> list:
+        return [(name, {"st_mode": self._mode(node), "st_ino": node.ino}, 0) for name, node in self.listing(path)]
 
     @_fuse_errors
     def readlink(self, path: str) -> str:
@@ -139,6 +161,9 @@ class ImgfsOperations(mfusepy.Operations):
 
     @_fuse_errors
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not self.image.fs.has_xattrs:
+            # ENOSYS once, and the kernel stops asking: ls -l asks twice per file otherwise
+            raise mfusepy.FuseOSError(errno.ENOSYS)
         value = self.image.fs.xattrs(self.tree.lookup(path)).get(name)
         if value is None:
             raise mfusepy.FuseOSError(mfusepy.ENOATTR)
@@ -146,6 +171,8 @@ class ImgfsOperations(mfusepy.Operations):
 
     @_fuse_errors
     def listxattr(self, path: str) -> list[str]:
+        if not self.image.fs.has_xattrs:
+            raise mfusepy.FuseOSError(errno.ENOSYS)
         return list(self.image.fs.xattrs(self.tree.lookup(path)))
 
     @_fuse_errors
@@ -196,15 +223,33 @@ class ImgfsOperations(mfusepy.Operations):
 
 
 class _Fuse(mfusepy.FUSE):
-    """mfusepy's FUSE with a zero-copy read: the operations fill libfuse's buffer themselves."""
+    """mfusepy's FUSE with the hot paths done directly: reads go into libfuse's buffer (zero-copy),
+    getattr fills libfuse's struct stat, and readdir answers READDIRPLUS with full attributes, so
+    that an ``ls -l`` of a directory needs no LOOKUP round trip per entry."""
 
-    def read(self, path: Optional[bytes], buf, size: int, offset: int, fip) -> int:
-        address = ctypes.cast(buf, ctypes.c_void_p).value or 0
-        try:
-            return self.operations.read_into(None if path is None else path.decode(self.encoding, self.errors),
-                                             address, size, offset, fip.contents.fh)
-        except mfusepy.FuseOSError as exc:
-            return -(exc.errno or errno.EIO)
+    def _path(self, path: Optional[bytes]) -> str:
+        return "" if path is None else path.decode(self.encoding, self.errors)
+
+    def fgetattr(self, path: Optional[bytes], buf, fip) -> int:
+        ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
+        self.operations.fill_stat(self._path(path), buf.contents)
+        return 0
+
+    def readdir_fuse_3(self, path: Optional[bytes], buf, filler, offset: int, fip, flags: int) -> int:
+        # Offsets (entry index + 1) on every entry: libfuse 3.14 passes READDIRPLUS attributes on to the
+        # kernel only in that mode; without offsets it sends them with inode 0, which the kernel ignores.
+        plus = bool(flags & READDIR_PLUS)
+        st = mfusepy.c_stat()
+        entries = self.operations.listing(self._path(path))
+        for index in range(offset, len(entries)):
+            name, node = entries[index]
+            if plus:
+                self.operations._fill(st, node)
+            else:
+                st.st_mode, st.st_ino = self.operations._mode(node), node.ino
+            if filler(buf, name.encode(self.encoding, self.errors), st, index + 1, FILL_DIR_PLUS if plus else 0):
+                break
+        return 0
 
 
 def _escape(value: str) -> str:

@@ -20,7 +20,7 @@ class Node:
     __slots__ = ("name", "mode", "size", "ino", "nlink", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns",
                  "rdev", "target", "children", "handle")
 
-    def __init__(self, name: str, mode: int, size: int = 0, ino: int = 0, *, nlink: int = 1,
+    def __init__(self, name: str, mode: int, size: int = 0, ino: int = 0, nlink: int = 1,
                  uid: int = 0, gid: int = 0, mtime_ns: int = 0, atime_ns: Optional[int] = None,
                  ctime_ns: Optional[int] = None, rdev: int = 0, target: Optional[bytes] = None,
                  handle: Any = None) -> None:
@@ -59,6 +59,7 @@ class Filesystem:
     """A mounted filesystem; subclasses implement ``_load_children`` and ``open``."""
 
     kind = "filesystem"
+    has_xattrs = False  # a filesystem that can have extended attributes says so
     label = ""
     block_size = 2048
     total_size = 0

@@ -88,10 +88,13 @@ def test_iso_truncated_in_the_middle_of_its_directory_tree(good_iso, tmp_path):
 
 
 def patch_root_records(image: Path, **fields: int) -> None:
-    """The root record of every volume descriptor (primary and Joliet), so that none can stand in."""
+    """The root record of every volume descriptor (primary and Joliet) and the "." record it points to,
+    so that no intact copy can stand in."""
     sector = 16
     while (header := image.read_bytes()[sector * 2048 : sector * 2048 + 6])[1:6] == b"CD001" and header[0] != 255:
         if header[0] in (1, 2):
+            extent, _ = record_fields(image.read_bytes(), sector * 2048 + 156)
+            patch_record(image, extent * 2048, **fields)
             patch_record(image, sector * 2048 + 156, **fields)
         sector += 1
 

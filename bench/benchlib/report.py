@@ -105,8 +105,9 @@ NOTES = """\
 def render(meta: dict, medians: dict, ratios: dict, verdicts: dict, checks: dict, parse: dict,
            problems: list[str]) -> str:
     out = [f"# imgfs benchmark, {meta['date']}", "", f"`{meta['command']}`: {meta['runs']} run(s); "
-           f"imgfs {meta['imgfs_version']} (git {meta['git']}), fuseiso {meta['fuseiso_version']}, "
-           f"{meta['cpus']} vCPU, Linux {meta['kernel']}.", "",
+           f"{meta['imgfs_version']} from {meta['imgfs_installed']}, checkout at git {meta['git']}; "
+           f"fuseiso {meta['fuseiso_version']}; {meta['cpus']} vCPU, Linux {meta['kernel']}, load average "
+           f"{meta['loadavg_at_start']:.1f} at the start.", "",
            f"Image: `{meta['image']}` ({meta['image_mib']:,.0f} MiB): /bigfile of {meta['big_mib']} MiB "
            f"at byte {meta['big_offset']:,} + {meta['small_files']:,} small files; "
            f"{meta['random_reads']:,} random reads.", "", *main_table(medians, ratios, verdicts), "",

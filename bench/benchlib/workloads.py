@@ -128,8 +128,13 @@ print(json.dumps({"s": elapsed, "entries": entries,
 
 
 def in_process(python: str, snippet: str, image: Path) -> dict:
-    """Time a parse inside a fresh interpreter (start-up and imports not counted)."""
-    out = subprocess.run([python, "-c", snippet, str(image)], capture_output=True, text=True, check=True)
+    """Time a parse inside a fresh interpreter (start-up and imports not counted).
+
+    It runs in / because ``python -c`` puts the working directory first on sys.path: from a checkout
+    it would import the checkout's imgfs instead of the installed one that the mounts use.
+    """
+    out = subprocess.run([python, "-c", snippet, str(image.resolve())], capture_output=True, text=True,
+                         check=True, cwd="/")
     return json.loads(out.stdout)
 
 

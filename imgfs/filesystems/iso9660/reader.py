@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 NAMESPACES = ("rockridge", "joliet", "iso1999", "iso9660")  # richest first
 _VD_KIND = {"rockridge": "primary", "joliet": "joliet", "iso1999": "enhanced", "iso9660": "primary"}
 RR_MOVED_NAMES = ("rr_moved", ".rr_moved")
+_NO_ROCK_RIDGE = susp.RockRidge()  # what a record says without Rock Ridge: nothing
 MAX_DIRECTORY_SIZE = 1 << 30
 MAX_PATH_TABLE_SIZE = 64 << 20
 
@@ -134,14 +135,10 @@ class IsoFilesystem(Filesystem):
 
     def _root_node(self, vd: VolumeDescriptor) -> Node:
         rec = self._root_record(vd)
-        node = Node("", DEFAULT_DIR_MODE, rec.size, rec.extent * vd.block_size, nlink=2,
-                    uid=self._default_uid, gid=self._default_gid, mtime_ns=parse_date(rec.date),
-                    handle=self._dir_handle(rec))
-        if self._rr:  # the root's own attributes are in its "." record
-            dot = self._dot_record(node.handle)
-            self._apply_rock_ridge(node, self._rock_ridge(dot), dot)
-            node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
-        return node
+        if not self._rr:
+            return self._node("", [rec], _NO_ROCK_RIDGE)
+        dot = self._dot_record(self._dir_handle(rec))  # the root's own attributes are in its "." record
+        return self._node("", [dot], self._rock_ridge(dot))
 
     def _check_path_table(self, vd: VolumeDescriptor) -> None:
         """A directory the path table places past the end of the file means a truncated image."""
@@ -235,78 +232,75 @@ class IsoFilesystem(Filesystem):
     def _add(self, kids: dict[str, Node], chain: list[Record]) -> int:
         """Add the node for one record (or a multi-extent chain); 1 if it was a relocated directory."""
         first = chain[0]
-        rr = self._rock_ridge(first) if self._rr else None
-        if rr is not None and rr.relocated:
+        rr = susp.parse(first.system_use, self._read_area, first.offset) if self._rr else _NO_ROCK_RIDGE
+        if rr.relocated:
             return 1
-        name = rr.name.decode("utf-8", "surrogateescape") if rr is not None and rr.name else self._name(first.name)
-        name = name.replace("/", "_").replace("\x00", "_")
-        if name in ("", ".", "..") or name in kids:
-            if name in kids:
-                log.debug("%s: duplicate name %r skipped", self.stream.name, name)
-            return 0
-        kids[name] = self._node(name, chain, rr)
+        name = self._unique_name(first.name, rr, kids)
+        if name is not None:
+            kids[name] = self._node(name, chain, rr)
         return 0
+
+    def _unique_name(self, raw: bytes, rr: susp.RockRidge, kids: dict[str, Node]) -> Optional[str]:
+        """The entry's name; on a clash (a directory ``A`` and a file ``A.;1`` in plain ISO 9660) a less
+        cleaned-up form of the identifier, so that no entry is lost."""
+        name = rr.name.decode("utf-8", "surrogateescape") if rr.name else self._name(raw)
+        if "/" in name or "\0" in name:
+            name = name.replace("/", "_").replace("\0", "_")
+        if name in ("", ".", ".."):
+            return None
+        if name not in kids:
+            return name
+        identifier = raw.decode("utf-16-be" if self._name is clean_joliet_name else "utf-8", "surrogateescape")
+        for candidate in (identifier.split(";")[0], identifier):
+            if candidate and candidate not in kids and "/" not in candidate:
+                log.warning("%s: two entries are named %r; showing one as %r", self.stream.name, name, candidate)
+                return candidate
+        log.warning("%s: duplicate entry %r skipped", self.stream.name, name)
+        return None
 
     # -- nodes -------------------------------------------------------------------------------------
 
-    def _node(self, name: str, chain: list[Record], rr: Optional[susp.RockRidge]) -> Node:
+    def _node(self, name: str, chain: list[Record], rr: susp.RockRidge) -> Node:
         first = chain[0]
-        mtime = parse_date(first.date)
-        if rr is not None and rr.child_lba is not None:  # a deep directory that was moved to rr_moved
-            handle = DirHandle(rr.child_lba * self.block_size, self.block_size)
-            dot = self._dot_record(handle)
-            handle = DirHandle(handle.offset, dot.size)
-            node = Node(name, DEFAULT_DIR_MODE, dot.size, handle.offset, nlink=2, mtime_ns=parse_date(dot.date),
-                        uid=self._default_uid, gid=self._default_gid, handle=handle)
-            self._apply_rock_ridge(node, self._rock_ridge(dot), dot)
-            node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
-            return node
+        if rr.child_lba is not None:  # a deep directory that was relocated: its own "." holds its attributes
+            return self._relocated_directory(name, rr.child_lba)
+        mtime = rr.mtime or parse_date(first.date)
+        atime, ctime = rr.atime or mtime, rr.ctime or mtime
+        if rr.mode is None:
+            mode = DEFAULT_DIR_MODE if first.flags & FLAG_DIRECTORY else DEFAULT_FILE_MODE
+            nlink, uid, gid = 1, self._default_uid, self._default_gid
+        else:
+            mode, nlink, uid, gid = rr.mode, rr.nlink or 1, rr.uid, rr.gid
         if first.flags & FLAG_DIRECTORY:
-            handle = self._dir_handle(first)
-            node = Node(name, DEFAULT_DIR_MODE, first.size, handle.offset, nlink=1, mtime_ns=mtime,
-                        uid=self._default_uid, gid=self._default_gid, handle=handle)
-            if rr is not None:
-                self._apply_rock_ridge(node, rr, first)
-                node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
-            return node
+            offset = first.extent * self.block_size
+            return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, offset, nlink, uid, gid, mtime, atime,
+                        ctime, 0, None, DirHandle(offset, first.size))
+        kind = stat.S_IFMT(mode)
+        if rr.symlink is not None or kind == stat.S_IFLNK:
+            target = rr.symlink or b""
+            return Node(name, stat.S_IFLNK | stat.S_IMODE(mode), len(target), first.offset, nlink, uid, gid, mtime,
+                        atime, ctime, 0, target)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+            return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
         runs = self._runs(chain)
-        size = sum(length for _, length in runs)
-        ino = runs[0][0] if size else first.offset
-        node = Node(name, DEFAULT_FILE_MODE, size, ino, mtime_ns=mtime, uid=self._default_uid,
-                    gid=self._default_gid, handle=FileHandle(runs, None))
-        if rr is not None:
-            self._apply_rock_ridge(node, rr, first)
-            self._rock_ridge_file(node, rr)
+        size = sum(length for _, length in runs) if len(runs) != 1 else runs[0][1]
+        ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
+        if rr.zf is not None:
+            size = rr.zf[3]
+        return Node(name, stat.S_IFREG | stat.S_IMODE(mode), size, ino, nlink, uid, gid, mtime, atime, ctime, 0,
+                    None, FileHandle(runs, rr.zf))
+
+    def _relocated_directory(self, name: str, lba: int) -> Node:
+        dot = self._dot_record(DirHandle(lba * self.block_size, self.block_size))
+        node = self._node(name, [dot], self._rock_ridge(dot) if self._rr else _NO_ROCK_RIDGE)
+        node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
         return node
 
-    def _apply_rock_ridge(self, node: Node, rr: susp.RockRidge, rec: Record) -> None:
-        if rr.mode is not None:
-            node.mode = rr.mode
-            node.uid, node.gid = rr.uid, rr.gid
-            node.nlink = max(1, rr.nlink)
-        if rr.mtime:
-            node.mtime_ns = rr.mtime
-        node.atime_ns = rr.atime or node.mtime_ns
-        node.ctime_ns = rr.ctime or node.mtime_ns
-
-    def _rock_ridge_file(self, node: Node, rr: susp.RockRidge) -> None:
-        kind = stat.S_IFMT(node.mode)
-        if rr.symlink is not None or kind == stat.S_IFLNK:
-            node.mode = stat.S_IFLNK | stat.S_IMODE(node.mode)
-            node.target = rr.symlink or b""
-            node.size = len(node.target)
-        elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
-            node.size = 0
-            node.rdev = rr.rdev or 0
-        else:
-            node.mode = stat.S_IFREG | stat.S_IMODE(node.mode)
-            if rr.zf is not None:
-                node.handle = FileHandle(node.handle.runs, rr.zf)
-                node.size = rr.zf[3]
-
     def _runs(self, chain: list[Record]) -> tuple[tuple[int, int], ...]:
-        runs: list[tuple[int, int]] = []
         bs = self.block_size
+        if len(chain) == 1 and not chain[0].unit_blocks:
+            return ((chain[0].extent * bs, chain[0].size),) if chain[0].size else ()
+        runs: list[tuple[int, int]] = []
         for rec in chain:
             if not rec.unit_blocks:
                 if rec.size:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple, Optional
@@ -92,6 +93,7 @@ def _parse_descriptor(raw: bytes, sector: int, offset: int) -> VolumeDescriptor:
                             root, level)
 
 
+@functools.lru_cache(maxsize=8192)  # a disc has few distinct dates, and this is the hot path of a listing
 def parse_date(raw: bytes) -> int:
     """A 7-byte recording date (years since 1900, ..., GMT offset in 15 minutes) as ns since 1970."""
     if len(raw) < 7 or raw[1] == 0:

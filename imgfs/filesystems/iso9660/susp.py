@@ -1,7 +1,11 @@
-"""System Use Sharing Protocol (IEEE P1281) and Rock Ridge (IEEE P1282) entries of one record."""
+"""System Use Sharing Protocol (IEEE P1281) and Rock Ridge (IEEE P1282) entries of one record.
+
+This runs once per directory entry while a directory is listed, so the loop is written flat.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from typing import Callable, Optional
@@ -13,6 +17,8 @@ MAX_CONTINUATIONS = 256  # per record; a real one needs one or two
 MAX_CONTINUATION_SIZE = 65536
 
 _LE32 = struct.Struct("<I")
+_PX = struct.Struct("<I4xI4xI4xI")  # mode, links, uid, gid (the big-endian copies skipped)
+_CE = struct.Struct("<I4xI4xI")  # block, offset, length
 
 # SL component flags
 SL_CONTINUE, SL_CURRENT, SL_PARENT, SL_ROOT = 0x01, 0x02, 0x04, 0x08
@@ -23,85 +29,76 @@ ReadArea = Callable[[int, int, int], bytes]  # (block, offset, length) -> bytes
 
 
 class RockRidge:
-    """What the Rock Ridge entries of one record say; ``None`` where nothing was said."""
+    """What the Rock Ridge entries of one record say; ``None`` or 0 where nothing was said.
 
-    __slots__ = ("seen", "name", "mode", "nlink", "uid", "gid", "serial", "rdev", "symlink", "mtime",
-                 "atime", "ctime", "child_lba", "relocated", "zf", "sp_skip")
+    The defaults are class attributes, so that making one costs nothing per field (one per entry)."""
 
-    def __init__(self) -> None:
-        self.seen = False  # any RRIP entry at all
-        self.name: Optional[bytes] = None
-        self.mode: Optional[int] = None
-        self.nlink = self.uid = self.gid = self.serial = 0
-        self.rdev: Optional[int] = None
-        self.symlink: Optional[bytes] = None
-        self.mtime = self.atime = self.ctime = 0
-        self.child_lba: Optional[int] = None
-        self.relocated = False
-        self.zf: Optional[tuple[bytes, int, int, int]] = None  # algorithm, header size, log2 block, size
-        self.sp_skip: Optional[int] = None
+    seen = False  # any RRIP entry at all
+    name: Optional[bytes] = None
+    mode: Optional[int] = None
+    nlink = uid = gid = 0
+    rdev: Optional[int] = None
+    symlink: Optional[bytes] = None
+    mtime = atime = ctime = 0
+    child_lba: Optional[int] = None
+    relocated = False
+    zf: Optional[tuple[bytes, int, int, int]] = None  # algorithm, header size, log2 block, size
 
 
 def parse(area: bytes, read_area: ReadArea, offset: int) -> RockRidge:
     """Walk the entries of a system use area and its continuation areas (CE), loops refused."""
     rr = RockRidge()
-    name_parts: list[bytes] = []
-    link = _SymlinkBuilder()
-    seen_areas: set[tuple[int, int]] = set()
-    while area is not None:
+    name: Optional[bytes] = None
+    link: Optional[_SymlinkBuilder] = None
+    seen_areas: Optional[set[tuple[int, int]]] = None
+    while True:
         next_area = None
-        pos = 0
-        while pos + 4 <= len(area):
-            sig, length = area[pos : pos + 2], area[pos + 2]
-            if length < 4 or pos + length > len(area):
+        pos, end = 0, len(area)
+        while pos + 4 <= end:
+            length = area[pos + 2]
+            if length < 4 or pos + length > end:
                 break  # padding or a damaged tail: the entries before it stand
-            body = area[pos + 4 : pos + length]
-            if sig == b"ST":
-                break
-            if sig == b"CE" and len(body) >= 24:
-                block, inner, size = _LE32.unpack_from(body, 0)[0], _LE32.unpack_from(body, 8)[0], \
-                    _LE32.unpack_from(body, 16)[0]
-                key = (block, inner)
-                if key in seen_areas or len(seen_areas) >= MAX_CONTINUATIONS:
+            sig = area[pos : pos + 2]
+            if sig == b"PX" and length >= 36:
+                rr.mode, rr.nlink, rr.uid, rr.gid = _PX.unpack_from(area, pos + 4)
+                rr.seen = True
+            elif sig == b"TF" and length >= 5:
+                rr.mtime, rr.atime, rr.ctime = _times(area[pos + 4 : pos + length])
+                rr.seen = True
+            elif sig == b"NM" and length >= 5:
+                flags = area[pos + 4]
+                part = b"." if flags & 0x02 else b".." if flags & 0x04 else area[pos + 5 : pos + length]
+                name = part if name is None else name + part
+                rr.seen = True
+            elif sig == b"SL" and length >= 5:
+                link = link or _SymlinkBuilder()
+                link.add(area[pos + 5 : pos + length])
+                rr.seen = True
+            elif sig == b"CE" and length >= 28:
+                block, inner, size = _CE.unpack_from(area, pos + 4)
+                seen_areas = seen_areas or set()
+                if (block, inner) in seen_areas or len(seen_areas) >= MAX_CONTINUATIONS:
                     raise CorruptImage("Rock Ridge continuation areas (CE) form a loop", layer="rockridge",
                                        offset=offset)
-                seen_areas.add(key)
+                seen_areas.add((block, inner))
                 next_area = read_area(block, inner, min(size, MAX_CONTINUATION_SIZE))
+            elif sig == b"ST":
+                break
             else:
-                _entry(rr, sig, body, name_parts, link)
+                _rare_entry(rr, sig, area[pos + 4 : pos + length])
             pos += length
-        area = next_area  # type: ignore[assignment]
-    if name_parts:
-        rr.name = b"".join(name_parts)
-    rr.symlink = link.result()
+        if next_area is None:
+            break
+        area = next_area
+    if name is not None:
+        rr.name = name
+    if link is not None:
+        rr.symlink = link.result()
     return rr
 
 
-def _entry(rr: RockRidge, sig: bytes, body: bytes, name_parts: list[bytes], link: _SymlinkBuilder) -> None:
-    if sig == b"PX" and len(body) >= 32:
-        rr.seen = True
-        rr.mode = _LE32.unpack_from(body, 0)[0]
-        rr.nlink = _LE32.unpack_from(body, 8)[0]
-        rr.uid = _LE32.unpack_from(body, 16)[0]
-        rr.gid = _LE32.unpack_from(body, 24)[0]
-        if len(body) >= 40:
-            rr.serial = _LE32.unpack_from(body, 32)[0]
-    elif sig == b"NM" and len(body) >= 1:
-        rr.seen = True
-        flags = body[0]
-        if flags & 0x02:
-            name_parts.append(b".")
-        elif flags & 0x04:
-            name_parts.append(b"..")
-        else:
-            name_parts.append(body[1:])
-    elif sig == b"SL" and len(body) >= 1:
-        rr.seen = True
-        link.add(body[1:])
-    elif sig == b"TF" and len(body) >= 1:
-        rr.seen = True
-        _times(rr, body)
-    elif sig == b"PN" and len(body) >= 16:
+def _rare_entry(rr: RockRidge, sig: bytes, body: bytes) -> None:
+    if sig == b"PN" and len(body) >= 16:
         rr.seen = True
         high, low = _LE32.unpack_from(body, 0)[0], _LE32.unpack_from(body, 8)[0]
         # as Linux isofs: a 32-bit old-style dev_t when the high word is unused
@@ -115,44 +112,37 @@ def _entry(rr: RockRidge, sig: bytes, body: bytes, name_parts: list[bytes], link
     elif sig == b"ZF" and len(body) >= 12:
         rr.seen = True
         rr.zf = (body[0:2], body[2], body[3], _LE32.unpack_from(body, 4)[0])
-    elif sig == b"SP" and len(body) >= 3 and body[0:2] == b"\xbe\xef":
-        rr.sp_skip = body[2]
     elif sig in (b"RR", b"PL"):
         rr.seen = True
 
 
-def _times(rr: RockRidge, body: bytes) -> None:
+@functools.lru_cache(maxsize=8192)  # most entries of a disc carry the same few TF entries
+def _times(body: bytes) -> tuple[int, int, int]:
+    """(modify, access, attribute change) times of a TF entry, ns since 1970; 0 where absent."""
     flags = body[0]
     width = 17 if flags & TF_LONG_FORM else 7
     parse_one = parse_long_date if flags & TF_LONG_FORM else parse_date
+    times = [0, 0, 0, 0]
     pos = 1
-    for bit in (TF_CREATION, TF_MODIFY, TF_ACCESS, TF_ATTRIBUTES):
-        if not flags & bit:
-            continue
-        if pos + width > len(body):
-            return
-        value = parse_one(body[pos : pos + width])
-        if bit == TF_MODIFY:
-            rr.mtime = value
-        elif bit == TF_ACCESS:
-            rr.atime = value
-        elif bit == TF_ATTRIBUTES:
-            rr.ctime = value
-        pos += width
+    for index, bit in enumerate((TF_CREATION, TF_MODIFY, TF_ACCESS, TF_ATTRIBUTES)):
+        if flags & bit:
+            if pos + width > len(body):
+                break
+            times[index] = parse_one(body[pos : pos + width])
+            pos += width
+    return times[1], times[2], times[3]
 
 
 class _SymlinkBuilder:
     """SL components joined byte for byte: "." and ".." and "/" flags, empty components kept."""
 
-    __slots__ = ("parts", "open_component", "any")
+    __slots__ = ("parts", "open_component")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.open_component = False  # the last component continues in the next SL entry
-        self.any = False
 
     def add(self, data: bytes) -> None:
-        self.any = True
         pos = 0
         while pos + 2 <= len(data):
             flags, length = data[pos], data[pos + 1]
@@ -170,9 +160,7 @@ class _SymlinkBuilder:
             self.open_component = bool(flags & SL_CONTINUE)
             pos += 2 + length
 
-    def result(self) -> Optional[bytes]:
-        if not self.any:
-            return None
+    def result(self) -> bytes:
         if self.parts == [b""]:
             return b"/"
         return b"/".join(self.parts)
