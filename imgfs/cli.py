@@ -22,7 +22,7 @@ from imgfs import __version__
 from imgfs.errors import ImageError
 from imgfs.image import OpenedImage, open_image
 from imgfs.options import MountOptions, OptionError, parse_options
-from imgfs.tree import Node
+from imgfs.tree import FsOptions, Node
 
 log = logging.getLogger("imgfs")
 
@@ -154,9 +154,10 @@ def _mount_main(argv: list[str]) -> int:
 
 
 def _open(path: str, options: MountOptions) -> OpenedImage:
-    return open_image(path, namespace=options.namespace, cache_size=options.cache_size,
-                      uid=os.getuid() if options.uid is None else options.uid,
-                      gid=os.getgid() if options.gid is None else options.gid)
+    return open_image(path, FsOptions(namespace=options.namespace,
+                                      uid=os.getuid() if options.uid is None else options.uid,
+                                      gid=os.getgid() if options.gid is None else options.gid),
+                      cache_size=options.cache_size)
 
 
 def _serve_in_background(image: OpenedImage, mountpoint: str, options: MountOptions) -> int:
@@ -312,21 +313,21 @@ def _ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
         print(show(node, path))
         return 0
     if not recursive:
-        for name, child in tree.children(node).items():
+        for name, child in tree.children(path).items():
             out.write(show(child, name) + "\n")
         return 0
     unreadable = []
 
-    def children(directory: Node, where: str) -> Iterator[tuple[str, Node]]:
+    def children(where: str) -> Iterator[tuple[str, Node]]:
         try:
-            return iter(tree.children(directory).items())
+            return iter(tree.children(where or "/").items())
         except ImageError as exc:  # one line for this directory; the walk goes on
             unreadable.append(where)
             _fail(f"{where or '/'}: {exc}")
             return iter(())
 
     top = path.rstrip("/")
-    stack = [(children(node, top), top)]  # depth first, in directory order
+    stack = [(children(top), top)]  # depth first, in directory order
     while stack:
         item = next(stack[-1][0], None)
         if item is None:
@@ -335,13 +336,12 @@ def _ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
         child_path = f"{stack[-1][1]}/{item[0]}"
         out.write(show(item[1], child_path) + "\n")
         if item[1].is_dir:
-            stack.append((children(item[1], child_path), child_path))
+            stack.append((children(child_path), child_path))
     return 1 if unreadable else 0
 
 
 def _cat(image: OpenedImage, path: str) -> int:
-    node = image.tree.lookup(path)
-    stream = image.tree.open(node)
+    stream = image.tree.open(path)
     out = sys.stdout.buffer
     for offset in range(0, stream.size, 1 << 20):
         out.write(stream.pread(offset, 1 << 20))

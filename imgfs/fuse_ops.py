@@ -82,6 +82,7 @@ class ImgfsOperations(mfusepy.Operations):
         self._next_handle = itertools.count(1)
         self._handles_lock = threading.Lock()
         self.ready = False  # set once the kernel has called init: the mount is up
+        self._has_xattrs = any(fs.has_xattrs for fs in self.tree.filesystems)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -137,9 +138,11 @@ class ImgfsOperations(mfusepy.Operations):
     @_fuse_errors
     def listing(self, path: str) -> list[tuple[str, Node]]:
         """A directory's entries with their nodes, "." and ".." first."""
-        node = self.tree.lookup(path)
+        node, fs = self.tree.resolve(path)
+        if not node.is_dir:
+            raise NotADirectoryError(path)
         parent = self.tree.lookup(path.rsplit("/", 1)[0]) if path != "/" else node
-        return [(".", node), ("..", parent), *self.tree.children(node).items()]
+        return [(".", node), ("..", parent), *fs.children(node).items()]
 
     @_fuse_errors
     def readdir(self, path: str, fh: int) -> list:
@@ -154,26 +157,26 @@ class ImgfsOperations(mfusepy.Operations):
 
     @_fuse_errors
     def statfs(self, path: str) -> dict[str, int]:
-        fs = self.image.fs
-        block = fs.block_size
-        return {"f_bsize": block, "f_frsize": block, "f_blocks": -(-fs.total_size // block), "f_bfree": 0,
+        block = self.image.fs.block_size
+        size = self.image.stream.size
+        return {"f_bsize": block, "f_frsize": block, "f_blocks": -(-size // block), "f_bfree": 0,
                 "f_bavail": 0, "f_files": 0, "f_ffree": 0, "f_favail": 0, "f_namemax": 255}
 
     @_fuse_errors
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        if not self.image.fs.has_xattrs:
+        if not self._has_xattrs:
             # ENOSYS once, and the kernel stops asking: ls -l asks twice per file otherwise
             raise mfusepy.FuseOSError(errno.ENOSYS)
-        value = self.image.fs.xattrs(self.tree.lookup(path)).get(name)
+        value = self.tree.xattrs(path).get(name)
         if value is None:
             raise mfusepy.FuseOSError(mfusepy.ENOATTR)
         return value
 
     @_fuse_errors
     def listxattr(self, path: str) -> list[str]:
-        if not self.image.fs.has_xattrs:
+        if not self._has_xattrs:
             raise mfusepy.FuseOSError(errno.ENOSYS)
-        return list(self.image.fs.xattrs(self.tree.lookup(path)))
+        return list(self.tree.xattrs(path))
 
     @_fuse_errors
     def access(self, path: str, amode: int) -> int:
@@ -188,7 +191,7 @@ class ImgfsOperations(mfusepy.Operations):
     def open(self, path: str, flags: int) -> int:
         if flags & WRITE_FLAGS:
             raise mfusepy.FuseOSError(errno.EROFS)
-        stream = self.tree.open(self.tree.lookup(path))
+        stream = self.tree.open(path)
         handle = next(self._next_handle)
         with self._handles_lock:
             self._handles[handle] = stream

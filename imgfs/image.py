@@ -9,7 +9,7 @@ from typing import Any
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import FileStream
 from imgfs.registry import detect
-from imgfs.tree import Filesystem, Tree
+from imgfs.tree import Filesystem, FsOptions, Tree
 
 DEFAULT_CACHE_SIZE = 64 << 20
 
@@ -27,8 +27,7 @@ class OpenedImage:
         self.stream.close()
 
 
-def open_image(path: str, *, namespace: str = "auto", cache_size: int = DEFAULT_CACHE_SIZE,
-               uid: int = 0, gid: int = 0) -> OpenedImage:
+def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DEFAULT_CACHE_SIZE) -> OpenedImage:
     """Detect and open ``path``; any problem is an ``ImageError`` that names the layer."""
     stream = FileStream(path)
     try:
@@ -36,7 +35,7 @@ def open_image(path: str, *, namespace: str = "auto", cache_size: int = DEFAULT_
         module_name, _, class_name = (fmt.opener or "").partition(":")
         opener = getattr(importlib.import_module(module_name), class_name)
         cache = BlockCache(cache_size)
-        fs = opener(stream, cache, namespace=namespace, uid=uid, gid=gid)
+        fs = opener(stream, cache, options)
     except BaseException:
         stream.close()
         raise

@@ -1,19 +1,34 @@
-"""The mounted tree: nodes, the filesystem interface, and path look-up.
+"""The mounted tree: nodes, the filesystem interface, and path look-up across volumes.
 
 A ``Node`` carries what ``stat`` shows; a ``Filesystem`` fills in a directory's children on first
-need and gives the bytes of a file as a ``Stream``. Nothing here knows about FUSE.
+need and gives the bytes of a file as a ``Stream``. A ``Tree`` is one filesystem at the root, or a
+``VirtualFilesystem`` of folders (one per volume) with other filesystems mounted in them. Nothing here
+knows about FUSE.
 """
 
 from __future__ import annotations
 
 import stat
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from imgfs.io.stream import Stream
 
 DEFAULT_FILE_MODE = stat.S_IFREG | 0o444
 DEFAULT_DIR_MODE = stat.S_IFDIR | 0o555
+VOLUME_INO_SHIFT = 48  # inode numbers of volume N are N << 48 plus the volume's own number
+
+
+@dataclass(frozen=True)
+class FsOptions:
+    """What a filesystem reader is told when it opens a volume."""
+
+    namespace: str = "auto"  # ISO 9660: which directory tree
+    uid: int = 0  # owner of entries the filesystem gives no owner
+    gid: int = 0
+    ino_base: int = 0  # added to every inode number, so that volumes of one disk never collide
 
 
 class Node:
@@ -91,41 +106,100 @@ class Filesystem:
         return {"filesystem": self.kind, "label": self.label}
 
 
+class VirtualFilesystem(Filesystem):
+    """Folders and files made up by imgfs: one folder per volume, raw views of partitions."""
+
+    kind = "volumes"
+
+    def __init__(self, total_size: int, mtime_ns: int = 0) -> None:
+        super().__init__()
+        self.total_size = total_size
+        self._mtime_ns = mtime_ns
+        self._next_ino = 1
+        self.root = self.make_dir()
+
+    def _ino(self) -> int:
+        ino, self._next_ino = self._next_ino, self._next_ino + 1
+        return ino
+
+    def make_dir(self) -> Node:
+        node = Node("", DEFAULT_DIR_MODE, 0, self._ino(), 2, mtime_ns=self._mtime_ns)
+        node.children = {}
+        return node
+
+    def add_file(self, parent: Node, name: str, stream: Stream) -> Node:
+        node = Node(name, DEFAULT_FILE_MODE, stream.size, self._ino(), mtime_ns=self._mtime_ns, handle=stream)
+        assert parent.children is not None
+        parent.children[name] = node
+        return node
+
+    def _load_children(self, node: Node) -> dict[str, Node]:
+        return {}
+
+    def open(self, node: Node) -> Stream:
+        if not isinstance(node.handle, Stream):
+            raise IsADirectoryError(node.name)
+        return node.handle
+
+
 class Tree:
-    """Path look-up over a filesystem's nodes."""
+    """Path look-up over a top filesystem and the filesystems mounted in its folders."""
 
     def __init__(self, fs: Filesystem) -> None:
         self.fs = fs
         self.root = fs.root
+        self._mounts: dict[int, Filesystem] = {}  # id(root node of a mounted fs) -> that fs
+        self._owner: dict[int, Filesystem] = {}
 
-    def lookup(self, path: str) -> Node:
-        node = self.root
+    def mount(self, parent: Node, name: str, fs: Filesystem) -> None:
+        """Show ``fs`` as the folder ``name`` of a virtual directory ``parent``."""
+        assert parent.children is not None
+        parent.children[name] = fs.root
+        self._mounts[id(fs.root)] = fs
+
+    @property
+    def filesystems(self) -> list[Filesystem]:
+        return [self.fs, *self._mounts.values()]
+
+    def resolve(self, path: str) -> tuple[Node, Filesystem]:
+        node, fs = self.root, self.fs
         for part in path.split("/"):
             if not part or part == ".":
                 continue
             if not node.is_dir:
                 raise NotADirectoryError(path)
-            child = self.fs.children(node).get(part)
+            child = fs.children(node).get(part)
             if child is None:
                 raise FileNotFoundError(path)
             node = child
-        return node
+            fs = self._mounts.get(id(node), fs)
+        return node, fs
 
-    def children(self, node: Node) -> dict[str, Node]:
+    def lookup(self, path: str) -> Node:
+        return self.resolve(path)[0]
+
+    def children(self, path: str) -> dict[str, Node]:
+        node, fs = self.resolve(path)
         if not node.is_dir:
-            raise NotADirectoryError(node.name)
-        return self.fs.children(node)
+            raise NotADirectoryError(path)
+        return fs.children(node)
 
-    def open(self, node: Node) -> Stream:
+    def open(self, path: str) -> Stream:
+        node, fs = self.resolve(path)
         if node.is_dir:
-            raise IsADirectoryError(node.name)
-        return self.fs.open(node)
+            raise IsADirectoryError(path)
+        return fs.open(node)
 
-    def walk(self, node: Optional[Node] = None, prefix: str = ""):
-        """(path, node) for every node below ``node``, depth first, in directory order."""
-        node = node or self.root
-        for name, child in self.children(node).items():
-            path = f"{prefix}/{name}"
-            yield path, child
+    def xattrs(self, path: str) -> dict[str, bytes]:
+        node, fs = self.resolve(path)
+        return fs.xattrs(node)
+
+    def walk(self, path: str = "/") -> Iterator[tuple[str, Node]]:
+        """(path, node) for every node below ``path``, depth first, in directory order."""
+        prefix = path.rstrip("/")
+        for name, child in self.children(path).items():
+            child_path = f"{prefix}/{name}"
+            yield child_path, child
             if child.is_dir:
-                yield from self.walk(child, path)
+                yield from self.walk(child_path)
+

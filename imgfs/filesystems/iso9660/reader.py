@@ -34,7 +34,7 @@ from imgfs.filesystems.iso9660.records import (
 from imgfs.filesystems.iso9660.zisofs import open_zisofs
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import ExtentStream, Stream
-from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
+from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,14 @@ class FileHandle(NamedTuple):
 class IsoFilesystem(Filesystem):
     kind = "iso9660"
 
-    def __init__(self, stream: Stream, cache: BlockCache, namespace: str = "auto", uid: int = 0,
-                 gid: int = 0) -> None:
+    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
         super().__init__()
         self.stream = stream
         self.cache = cache
         self.total_size = stream.size
-        self._default_uid, self._default_gid = uid, gid
+        self._default_uid, self._default_gid = options.uid, options.gid
+        self._ino_base = options.ino_base
+        namespace = options.namespace
         self.descriptors = read_descriptors(stream)
         primary = self._descriptor("primary")
         self._su_skip = 0
@@ -271,24 +272,25 @@ class IsoFilesystem(Filesystem):
             nlink, uid, gid = 1, self._default_uid, self._default_gid
         else:
             mode, nlink, uid, gid = rr.mode, rr.nlink or 1, rr.uid, rr.gid
+        base = self._ino_base
         if first.flags & FLAG_DIRECTORY:
             offset = first.extent * self.block_size
-            return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, offset, nlink, uid, gid, mtime, atime,
-                        ctime, 0, None, DirHandle(offset, first.size))
+            return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, base + offset, nlink, uid, gid, mtime,
+                        atime, ctime, 0, None, DirHandle(offset, first.size))
         kind = stat.S_IFMT(mode)
         if rr.symlink is not None or kind == stat.S_IFLNK:
             target = rr.symlink or b""
-            return Node(name, stat.S_IFLNK | stat.S_IMODE(mode), len(target), first.offset, nlink, uid, gid, mtime,
-                        atime, ctime, 0, target)
+            return Node(name, stat.S_IFLNK | stat.S_IMODE(mode), len(target), base + first.offset, nlink, uid, gid,
+                        mtime, atime, ctime, 0, target)
         if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
-            return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
+            return Node(name, mode, 0, base + first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
         runs = self._runs(chain)
         size = sum(length for _, length in runs) if len(runs) != 1 else runs[0][1]
         ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
         if rr.zf is not None:
             size = rr.zf[3]
-        return Node(name, stat.S_IFREG | stat.S_IMODE(mode), size, ino, nlink, uid, gid, mtime, atime, ctime, 0,
-                    None, FileHandle(runs, rr.zf))
+        return Node(name, stat.S_IFREG | stat.S_IMODE(mode), size, base + ino, nlink, uid, gid, mtime, atime, ctime,
+                    0, None, FileHandle(runs, rr.zf))
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
         dot = self._dot_record(DirHandle(lba * self.block_size, self.block_size))
