@@ -9,7 +9,8 @@ PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else c
 # Outside the checkout, so that the unprivileged-user tests and mount(8) can run it from anywhere.
 VENV ?= /opt/imgfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := fuse3 xorriso genisoimage python3-venv xz-utils bzip2 gzip util-linux
+APT_PACKAGES := fuse3 xorriso genisoimage python3-venv xz-utils bzip2 gzip util-linux \
+	dosfstools mtools exfatprogs e2fsprogs fdisk gdisk
 BIN := $(VENV)/bin
 
 .PHONY: deps install test demo lint bench clean

@@ -8,6 +8,7 @@ the image is rather than that it is nothing.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -48,6 +49,14 @@ class Format:
         return " or ".join(str(m) for m in self.magics) + " not found"
 
 
+def _probe(module: str) -> Callable[[Stream], bool]:
+    """A probe that lives with its reader, imported only when the magic bytes already matched."""
+    def probe(stream: Stream) -> bool:
+        return bool(importlib.import_module(module).probe(stream))
+
+    return probe
+
+
 def _has_nsr(stream: Stream) -> bool:
     """UDF: an NSR02/NSR03 descriptor follows BEA01 in the volume recognition sequence."""
     return any(stream.pread(32768 + i * 2048 + 1, 5) in (b"NSR02", b"NSR03") for i in range(1, 8))
@@ -56,6 +65,12 @@ def _has_nsr(stream: Stream) -> bool:
 FORMATS: tuple[Format, ...] = (
     Format("iso9660", "ISO 9660 filesystem (Joliet, Rock Ridge)", "filesystem", (Magic(32769, b"CD001"),),
            opener="imgfs.filesystems.iso9660:IsoFilesystem"),
+    Format("exfat", "exFAT filesystem", "filesystem", (Magic(3, b"EXFAT   "),),
+           opener="imgfs.filesystems.exfat:ExfatFilesystem"),
+    Format("fat", "FAT12/16/32 filesystem", "filesystem", (Magic(510, b"\x55\xaa"),),
+           opener="imgfs.filesystems.fat:FatFilesystem", probe=_probe("imgfs.filesystems.fat")),
+    Format("ext", "ext2/3/4 filesystem", "filesystem", (Magic(1080, b"\x53\xef"),),
+           opener="imgfs.filesystems.ext:ExtFilesystem", probe=_probe("imgfs.filesystems.ext")),
     Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
            hint="UDF-only discs are not supported yet"),
     Format("hfs+", "HFS+ filesystem", "filesystem", (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05")),
