@@ -103,7 +103,7 @@ def mount_helper_main(argv: Optional[list[str]] = None) -> int:
 def _parse_mount_args(argv: list[str]) -> tuple[list[str], list[str], bool, bool]:
     positional: list[str] = []
     groups: list[str] = []
-    foreground = debug = False
+    foreground = debug = single = False
     args = iter(argv)
     for arg in args:
         if arg in ("-h", "--help"):
@@ -123,12 +123,16 @@ def _parse_mount_args(argv: list[str]) -> tuple[list[str], list[str], bool, bool
             foreground = True
         elif arg == "-d":
             foreground = debug = True
+        elif arg == "-s":
+            single = True
         elif arg == "--":
             positional.extend(args)
         elif arg.startswith("-") and len(arg) > 1:
             raise UsageError(f"unknown flag {arg}")
         else:
             positional.append(arg)
+    if single:
+        groups.append("single_threaded")
     return positional, groups, foreground, debug
 
 
@@ -143,6 +147,7 @@ def _mount_main(argv: list[str]) -> int:
     if not os.path.isdir(mountpoint):
         return _fail(f"mount point {mountpoint} is not a directory")
     image = _open(image_path, options)
+    image.require_content()
     if foreground:
         _setup_logging(debug=debug, logfile=options.logfile, to_stderr=True)
         _tune_malloc()
@@ -267,6 +272,7 @@ def _run_command(name: str, argv: list[str]) -> int:
     try:
         if name == "info":
             return _info(image, args.json)
+        image.require_content()
         if name == "ls":
             return _ls(image, args.path, args.long, args.recursive)
         return _cat(image, args.path)
@@ -278,20 +284,44 @@ def _info(image: OpenedImage, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"image": image.path, "layers": image.layers}, indent=2))
         return 0
-    for depth, layer in enumerate(image.layers):
-        details = {k: v for k, v in layer.items() if k not in ("layer", "descriptors", "description")}
-        indent = "  " * depth
-        title = layer.get("description", layer["layer"])
-        print(f"{indent}{title}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in details.items()))
-        for vd in layer.get("descriptors", []):
-            print(f"{indent}  volume descriptor at sector {vd['sector']}: {vd['kind']} {vd['volume_id']!r}")
+    for layer in image.layers:
+        if layer["layer"] == "file":
+            segments = f" in {layer['segments']} segments" if "segments" in layer else ""
+            print(f"{layer['path']}: {layer['size']:,} bytes{segments}")
+        elif "partitions" in layer:
+            _print_partitions(layer)
+        else:
+            _print_layer(layer)
     return 0
+
+
+def _print_layer(layer: dict) -> None:
+    skip = ("layer", "descriptors", "description", "partition", "shown_as")
+    title = layer.get("description", layer["layer"])
+    where = f"partition {layer['partition']} ({layer['shown_as']}): " if "partition" in layer else ""
+    details = ", ".join(f"{k}={_fmt(v)}" for k, v in layer.items() if k not in skip)
+    print(f"{where}{title}: {details}")
+    for vd in layer.get("descriptors", []):
+        print(f"  volume descriptor at sector {vd['sector']}: {vd['kind']} {vd['volume_id']!r}")
 
 
 def _fmt(value: object) -> str:
     if isinstance(value, list):
         return "/".join(str(v) for v in value)
     return repr(value) if isinstance(value, str) and value == "" else str(value)
+
+
+def _print_partitions(layer: dict) -> None:
+    table = {k: v for k, v in layer.items() if k not in ("layer", "partitions")}
+    print(f"{layer['layer'].upper()} partition table: " + ", ".join(f"{k}={_fmt(v)}" for k, v in table.items()))
+    unit = "block" if layer["layer"] == "apm" else "LBA"
+    print(f"  {'#':>3} {'first ' + unit:>13} {'size (bytes)':>16}  type")
+    for part in layer["partitions"]:
+        first = part.get("first_lba", part.get("start_lba", part.get("start_block", "?")))
+        name = f" {part['name']!r}" if part.get("name") else ""
+        clipped = f" (only {part['available']:,} bytes in the image)" if "available" in part else ""
+        print(f"  {part['number']:>3} {first:>13} {part['size']:>16,}  {part['type']} [{part['type_id']}]"
+              f"{name}{clipped}")
 
 
 def _long_line(node: Node, name: str) -> str:

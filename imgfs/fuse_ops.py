@@ -233,6 +233,14 @@ class _Fuse(mfusepy.FUSE):
     def _path(self, path: Optional[bytes]) -> str:
         return "" if path is None else path.decode(self.encoding, self.errors)
 
+    def _wrapper(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # libfuse's worker threads are not Python threads: for each callback ctypes would create a
+        # Python thread state and destroy it on return, which costs more than the work. Keep one.
+        if not getattr(_thread_state, "kept", False):
+            _PyGILState_Ensure()
+            _thread_state.kept = True
+        return super()._wrapper(func, *args, **kwargs)
+
     def fgetattr(self, path: Optional[bytes], buf, fip) -> int:
         ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
         self.operations.fill_stat(self._path(path), buf.contents)
@@ -255,6 +263,12 @@ class _Fuse(mfusepy.FUSE):
         return 0
 
 
+_thread_state = threading.local()
+_PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
+_PyGILState_Ensure.restype = ctypes.c_int
+_PyGILState_Ensure.argtypes = ()
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
@@ -265,6 +279,7 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
     kwargs: dict[str, Any] = {
         "foreground": True,
         "debug": debug,
+        "nothreads": options.single_threaded,
         "fsname": _escape(os.path.abspath(image.path)),
         "subtype": "imgfs",
         "ro": True,
@@ -281,6 +296,9 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
         kwargs["max_threads"] = 16  # else libfuse 3.14 warns about an unset (-1) value
     for flag in options.fuse_flags:
         kwargs[flag] = True
+    for extra in filter(None, os.environ.get("IMGFS_EXPERIMENT", "").split(",")):  # EXPERIMENT
+        key, _, value = extra.partition("=")
+        kwargs[key] = value or True
     operations = ImgfsOperations(image, options, on_ready)
     try:
         _Fuse(operations, mountpoint, **kwargs)

@@ -30,6 +30,7 @@ class MountOptions:
     cache_size: int = DEFAULT_CACHE_SIZE
     namespace: str = "auto"
     logfile: Optional[str] = None
+    single_threaded: bool = False
     fuse_flags: list[str] = field(default_factory=list)
 
 
@@ -61,6 +62,8 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
         return
     if key == "allow_other":
         opts.allow_other = True
+    elif key == "single_threaded":
+        opts.single_threaded = True
     elif key in PASSED_TO_FUSE and value is None:
         opts.fuse_flags.append(key)
     elif value is None:

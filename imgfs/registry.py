@@ -36,7 +36,7 @@ class Magic:
 class Format:
     name: str
     description: str
-    kind: str  # "filesystem", "container" (wraps a disk) or "wrapper" (a whole-file compression)
+    kind: str  # "filesystem", "volumes" (a partition map), "container" (wraps a disk) or "wrapper"
     magics: tuple[Magic, ...]
     opener: Optional[str] = None  # "module:function" that opens it; None: recognised, not read yet
     probe: Optional[Callable[[Stream], bool]] = None
@@ -57,6 +57,12 @@ def _probe(module: str) -> Callable[[Stream], bool]:
     return probe
 
 
+def load(dotted: str) -> Callable:
+    """The reader a registry entry names, as "module:attribute"."""
+    module, _, attribute = dotted.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def _has_nsr(stream: Stream) -> bool:
     """UDF: an NSR02/NSR03 descriptor follows BEA01 in the volume recognition sequence."""
     return any(stream.pread(32768 + i * 2048 + 1, 5) in (b"NSR02", b"NSR03") for i in range(1, 8))
@@ -65,14 +71,21 @@ def _has_nsr(stream: Stream) -> bool:
 FORMATS: tuple[Format, ...] = (
     Format("iso9660", "ISO 9660 filesystem (Joliet, Rock Ridge)", "filesystem", (Magic(32769, b"CD001"),),
            opener="imgfs.filesystems.iso9660:IsoFilesystem"),
+    Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
+           hint="UDF-only discs are not supported yet"),
+    Format("gpt", "GPT partition table", "volumes",
+           (Magic(512, b"EFI PART"), Magic(4096, b"EFI PART"), Magic(-512, b"EFI PART"), Magic(-4096, b"EFI PART"),
+            Magic(0, b"EFI PART")), opener="imgfs.volumes.gpt:read_gpt"),
+    Format("apm", "Apple partition map", "volumes", (Magic(0, b"ER"), Magic(512, b"PM")),
+           opener="imgfs.volumes.apm:read_apm", probe=_probe("imgfs.volumes.apm")),
     Format("exfat", "exFAT filesystem", "filesystem", (Magic(3, b"EXFAT   "),),
            opener="imgfs.filesystems.exfat:ExfatFilesystem"),
     Format("fat", "FAT12/16/32 filesystem", "filesystem", (Magic(510, b"\x55\xaa"),),
            opener="imgfs.filesystems.fat:FatFilesystem", probe=_probe("imgfs.filesystems.fat")),
+    Format("mbr", "MBR partition table", "volumes", (Magic(510, b"\x55\xaa"),),
+           opener="imgfs.volumes.mbr:read_mbr", probe=_probe("imgfs.volumes.mbr")),
     Format("ext", "ext2/3/4 filesystem", "filesystem", (Magic(1080, b"\x53\xef"),),
            opener="imgfs.filesystems.ext:ExtFilesystem", probe=_probe("imgfs.filesystems.ext")),
-    Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
-           hint="UDF-only discs are not supported yet"),
     Format("hfs+", "HFS+ filesystem", "filesystem", (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05")),
            hint="HFS+ is not supported yet"),
     Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
@@ -88,14 +101,14 @@ FORMATS: tuple[Format, ...] = (
 )
 
 
-def detect(stream: Stream) -> Format:
-    """The first registered format that the stream matches; the error lists what was tried."""
+def detect(stream: Stream, kinds: tuple[str, ...] = ("filesystem", "volumes", "container", "wrapper")) -> Format:
+    """The first registered format of ``kinds`` that the stream matches; the error lists what was tried."""
     if stream.size == 0:
         raise UnsupportedFormat(f"{stream.name} is empty (0 bytes)")
     for fmt in FORMATS:
-        if fmt.matches(stream):
+        if fmt.kind in kinds and fmt.matches(stream):
             if fmt.opener is None:
                 raise UnsupportedFormat(f"{fmt.description} found: {fmt.hint}", layer=fmt.name)
             return fmt
-    tried = "; ".join(f"{f.name}: {f.why_not()}" for f in FORMATS if f.kind != "wrapper")
+    tried = "; ".join(f"{f.name}: {f.why_not()}" for f in FORMATS if f.kind in kinds and f.kind != "wrapper")
     raise UnsupportedFormat(f"no known image format in {stream.name} ({stream.size} bytes); tried {tried}")

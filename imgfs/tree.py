@@ -113,6 +113,7 @@ class VirtualFilesystem(Filesystem):
 
     def __init__(self, total_size: int, mtime_ns: int = 0) -> None:
         super().__init__()
+        self.empty_reason = ""  # why there is nothing to show, when that is so
         self.total_size = total_size
         self._mtime_ns = mtime_ns
         self._next_ino = 1

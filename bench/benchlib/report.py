@@ -98,6 +98,9 @@ NOTES = """\
   right before each reader (before its mount), so the image comes from the disk for everyone.
 - raw pread reads /bigfile's bytes straight from the .iso at its extent's offset. Every reader is
   the same Python loop of `os.pread` calls on one descriptor. MB = 10^6 bytes; RSS in MiB (VmHWM).
+- Warm, raw pread is a copy out of the page cache (about 10 GB/s on this machine class), beyond
+  what any FUSE round trip allows (performance.md: 3.9-4.5 GB/s at best); against raw, the cold
+  row is the telling one.
 - Values are medians over the runs; ratios are medians of the ratios taken within each run.
 - fuseiso runs as `fuseiso -n -p IMAGE MNT`, its mount is ready once it is in /proc/mounts and listed."""
 

@@ -74,7 +74,9 @@ def walk_seconds(command: list[str]) -> Work:
 def whole_workload_rss(setup: Setup, target: Target, mount: Optional[Mount]) -> float:
     """The daemon's peak RSS after everything at once: a full tree walk, a full read, random reads."""
     assert mount is not None
-    run_measured(["ls", "-lR", str(mount.path)])
+    walk = run_measured(["ls", "-lR", str(mount.path)])
+    if walk.returncode:
+        setup.problems.append(f"`ls -lR MNT` (RSS workload) exited {walk.returncode}: {walk.stderr[:300]}")
     sequential_mb_s(target, 128 << 10)
     random_reads_per_s(target, setup.offsets)
     rss = mount.rss_peak_mib()
