@@ -194,8 +194,8 @@ def test_apm_disk(tmp_path, mount, isos):
 
 def test_gpt_entry_crc_is_checked(tmp_path):
     disk = gpt_disk(tmp_path / "gpt.img", 512)
-    header = bytearray(disk.read_bytes()[512:1024])
-    assert zlib.crc32(bytes(header[:16]) + b"\0\0\0\0" + bytes(header[20:92])) == struct.unpack_from("<I", header, 16)[0]
+    header = disk.read_bytes()[512:1024]
+    assert zlib.crc32(header[:16] + b"\0\0\0\0" + header[20:92]) == struct.unpack_from("<I", header, 16)[0]
     _corrupt(disk, 1024 + 60)  # a byte of the primary entry array
     done = run_imgfs("info", str(disk))
     assert done.returncode == 0 and "entry array CRC mismatch" in done.stderr and "backup" in done.stdout
@@ -225,7 +225,9 @@ def test_raw_partition_bytes_are_exact(tmp_path, mount):
 def make_fat(path: Path, source: Path, size_mib: int, label: str, fat_bits: int = 32) -> bytes:
     """A FAT filesystem made by mkfs.fat and filled by mtools, as bytes."""
     blank(path, size_mib * MIB)
-    subprocess.run(["mkfs.fat", "-F", str(fat_bits), "-n", label, str(path)], check=True, capture_output=True)
+    cluster = ["-s", "1"] if fat_bits == 32 else []  # enough clusters for FAT32 in a small test volume
+    subprocess.run(["mkfs.fat", "-F", str(fat_bits), *cluster, "-n", label, str(path)], check=True,
+                   capture_output=True)
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
     items = [str(p) for p in sorted(source.iterdir())]
     subprocess.run(["mcopy", "-s", "-p", "-m", "-i", str(path), *items, "::/"], check=True, capture_output=True,
@@ -251,8 +253,8 @@ def test_raspberry_pi_style_image(tmp_path, mount):
     (root_src / "bin").symlink_to("usr/bin")
     write_file(root_src / "usr" / "bin" / "tool", b"#!/bin/sh\n", 0o755)
     disk = blank(tmp_path / "rpi.img", 120 * MIB)
-    layout = sfdisk(disk, "label: dos\n8192,65536,c\n73728,,83\n")
-    put(disk, layout[0]["start"] * 512, make_fat(tmp_path / "boot.fat", boot_src, 32, "boot"))
+    layout = sfdisk(disk, "label: dos\n8192,81920,c\n90112,,83\n")
+    put(disk, layout[0]["start"] * 512, make_fat(tmp_path / "boot.fat", boot_src, 40, "boot"))
     put(disk, layout[1]["start"] * 512, make_ext4(tmp_path / "root.ext4", root_src, 40, "rootfs"))
     with mount(disk) as root:
         assert sorted(os.listdir(root)) == ["1 boot", "2 rootfs"]

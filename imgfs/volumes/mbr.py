@@ -84,7 +84,7 @@ def _logical_partitions(stream: Stream, extended_lba: int) -> list[Partition]:
         (status, kind, first, count), (_, next_kind, next_first, _) = entries(sector)[:2]
         if kind and count:
             found.append(_partition(5 + len(found), kind, ebr_lba + first, count, status, stream.size))
-        if not next_kind or not next_first:
+        if not next_kind:
             break
-        ebr_lba = extended_lba + next_first
+        ebr_lba = extended_lba + next_first  # a link of 0 points back at the first EBR: caught as a loop
     return found
