@@ -107,9 +107,9 @@ def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCa
         return volumes[0].fs, Tree(volumes[0].fs)
     top = VirtualFilesystem(disk.size, os.stat(path).st_mtime_ns)
     if not volumes:
-        top.empty_reason = (f"{table.scheme}: none of the {len(table.partitions)} partitions has any data in this "
-                            f"image ({disk.size} bytes): a partition table without its partitions (imgfs info "
-                            "lists them)")
+        top.empty_reason = (f"{table.scheme}: no partition has data in this image ({disk.size} bytes): the "
+                            f"{len(table.partitions)} listed lie beyond its end or are the map's own entries; a "
+                            "partition table without its partitions (imgfs info lists them)")
     tree = Tree(top)
     for vol in volumes:
         if vol.fs is None:
@@ -120,8 +120,8 @@ def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCa
 
 
 def _holds_data(part: Partition) -> bool:
-    return part.available > 0 and part.details.get("volume", True) and part.type_id not in ("0x05", "0x0f", "0x85",
-                                                                                              "0xee")
+    """A partition to show: one with bytes in the image that is not a map's own bookkeeping."""
+    return part.available > 0 and part.details.get("volume", True) and part.type_id != "0xee"
 
 
 def _volume(disk: Stream, part: Partition, cache: BlockCache, options: FsOptions) -> Volume:

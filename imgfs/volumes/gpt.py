@@ -1,8 +1,8 @@
 """GUID partition tables: primary header at LBA 1, backup at the last LBA, both CRC-checked.
 
 The sector size (512 or 4096) is found by probing. ``LastLBA`` is inclusive. A table dumped on its
-own (header at the start or the end of a small file) is read too: every LBA is placed relative to
-where its header was found, so such a dump shows its partitions, clipped to nothing.
+own (header at the start or the end of a small file) is read too, its entry array found next to the
+header; such a dump lists its partitions, none of whose data is in it.
 """
 
 from __future__ import annotations
@@ -89,12 +89,12 @@ def _read_entries(stream: Stream, header: Header) -> bytes:
 
 
 def _candidates(stream: Stream) -> list[tuple[str, int, int]]:
-    """(what, offset, sector size) of every place a header may be, most likely first."""
+    """(where, offset, sector size) of every place a header may be, most likely first."""
     found = []
     for size in SECTOR_SIZES:
-        found.append((f"primary header ({size}-byte sectors)", size, size))
-        found.append((f"backup header ({size}-byte sectors)", stream.size - size, size))
-    found.append(("header at the start of a table dump", 0, 512))
+        found.append((f"LBA 1 ({size}-byte sectors)", size, size))
+        found.append((f"the last sector ({size}-byte sectors)", stream.size - size, size))
+    found.append(("the start of a table dump", 0, 512))
     return found
 
 
@@ -110,11 +110,12 @@ def read_gpt(stream: Stream) -> PartitionTable:
             entries = _read_entries(stream, header)
         except CorruptImage as exc:
             if stream.pread(max(offset, 0), 8) == SIGNATURE:
-                problems.append(f"{what}: {exc.message}")
+                problems.append(f"header at {what}: {exc.message}")
             continue
+        kind = "primary" if header.my_lba == 1 else "backup"
         if problems:
-            log.warning("gpt: using the %s at byte %d; %s", what, offset, "; ".join(problems))
-        return _table(stream, header, entries, what)
+            log.warning("gpt: using the %s header at %s; %s", kind, what, "; ".join(problems))
+        return _table(stream, header, entries, f"{kind} header at {what}")
     raise CorruptImage("no usable GPT header: " + ("; ".join(problems) or "none found"), layer="gpt")
 
 
@@ -128,11 +129,14 @@ def _table(stream: Stream, header: Header, entries: bytes, what: str) -> Partiti
             log.warning("gpt: partition %d ends (LBA %d) before it starts (LBA %d); ignored", index + 1, last, first)
             continue
         type_guid = guid(type_raw)
-        part = Partition(index + 1, header.byte_offset(first), (last - first + 1) * header.sector_size,
+        # in a table dump (the header away from its LBA) no partition data is present: give disk offsets
+        dump = header.offset != header.my_lba * header.sector_size
+        start = first * header.sector_size if dump else header.byte_offset(first)
+        part = Partition(index + 1, start, (last - first + 1) * header.sector_size,
                          gpt_type_name(type_guid), type_guid, name.decode("utf-16-le", "replace").split("\0")[0],
                          {"first_lba": first, "last_lba": last, "guid": guid(unique),
                           "attributes": f"0x{attributes:x}"})
-        part.clip(stream.size, "gpt")
+        part.clip(0 if dump else stream.size, "gpt")
         partitions.append(part)
     details = {"header": what, "disk_guid": header.disk_guid, "header_lba": header.my_lba,
                "backup_lba": header.alternate_lba, "first_usable": header.first_usable,

@@ -49,10 +49,10 @@ def read_mbr(stream: Stream) -> PartitionTable:
     for index, (status, kind, first, count) in enumerate(entries(sector), start=1):
         if not kind or not count:
             continue
-        if kind in EXTENDED_TYPES:
-            partitions.extend(_logical_partitions(stream, first))
-            continue
         partitions.append(_partition(index, kind, first, count, status, stream.size))
+        if kind in EXTENDED_TYPES:  # listed as a container; its logical partitions are numbered from 5
+            partitions[-1].details["volume"] = False
+            partitions.extend(_logical_partitions(stream, first))
     disk_id = struct.unpack_from("<I", sector, 440)[0]
     return PartitionTable("mbr", SECTOR, sorted(partitions, key=lambda p: p.number),
                           {"disk_id": f"{disk_id:08x}"})
