@@ -68,11 +68,14 @@ def ensure_image(spec: ImageSpec, cache_dir: Path, log) -> Path:
     return path
 
 
-def write_random_file(path: Path, mib: int) -> None:
-    """Incompressible, reproducible data: AES-CTR keystream from openssl, or Python's PRNG without it."""
+def write_random_file(path: Path, mib: int, key: int = 0) -> None:
+    """Incompressible, reproducible data: AES-CTR keystream from openssl, or Python's PRNG without it.
+
+    A different ``key`` gives different bytes, so that two files of one image cannot be mistaken for each other.
+    """
     if shutil.which("openssl"):
         with open(path, "wb") as out:
-            keystream = subprocess.Popen(["openssl", "enc", "-aes-128-ctr", "-nosalt", "-K", "0" * 32,
+            keystream = subprocess.Popen(["openssl", "enc", "-aes-128-ctr", "-nosalt", "-K", f"{key:032x}",
                                           "-iv", "0" * 32, "-in", "/dev/zero"],
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             assert keystream.stdout is not None
@@ -84,7 +87,7 @@ def write_random_file(path: Path, mib: int) -> None:
             keystream.kill()
             keystream.wait()
         return
-    rng = random.Random(20240101)
+    rng = random.Random(20240101 + key)
     with open(path, "wb") as out:
         for _ in range(mib):
             out.write(rng.randbytes(1 << 20))

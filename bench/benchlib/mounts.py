@@ -1,4 +1,4 @@
-"""Fresh mounts of an image by imgfs or fuseiso, always unmounted again.
+"""Fresh mounts of an image by imgfs, fuseiso or fuse2fs, always unmounted again.
 
 Every measurement of a FUSE reader gets its own mount: the kernel keeps a mounted file's pages
 (imgfs asks for kernel_cache), so a second read on the same mount would measure memory, not the
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from benchlib import subject
+
 MOUNT_ROOT = Path("/tmp/imgfs-bench-mnt")
 FUSE_READERS = ("imgfs", "fuseiso")
-UNMOUNT = {"imgfs": ["imgfs", "umount"], "fuseiso": ["fusermount", "-u"]}
 
 
 @dataclass
@@ -46,7 +47,9 @@ class Mount:
 
 def mount_command(reader: str, image: Path, mnt: Path) -> list[str]:
     if reader == "imgfs":
-        return ["imgfs", str(image), str(mnt)]  # returns once the kernel has called init
+        return [*subject.COMMAND, str(image), str(mnt)]  # returns once the kernel has called init
+    if reader == "fuse2fs":
+        return ["fuse2fs", str(image), str(mnt), "-o", "ro,fakeroot"]
     # -p: fuseiso removes the mount point on exit, we make a fresh one for every mount anyway;
     # -n: do not write ~/.mtab.fuseiso, which we do not need.
     return ["fuseiso", "-n", "-p", str(image), str(mnt)]
@@ -76,7 +79,7 @@ def is_mounted(mnt: Path) -> bool:
 
 
 def wait_until_mounted(mnt: Path, timeout: float = 30.0) -> None:
-    """fuseiso daemonizes before the kernel has the mount; poll for it (imgfs is there already)."""
+    """fuseiso and fuse2fs daemonize before the kernel has the mount; poll for it (imgfs is there already)."""
     deadline = time.monotonic() + timeout
     while not is_mounted(mnt):
         if time.monotonic() > deadline:
@@ -100,12 +103,16 @@ def daemon_pid(mnt: Path) -> Optional[int]:
     return None
 
 
+def unmount_command(reader: str) -> list[str]:
+    return [*subject.COMMAND, "umount"] if reader == "imgfs" else ["fusermount", "-u"]
+
+
 def unmount(reader: str, mnt: Path, pid: Optional[int]) -> None:
     """Unmount (lazily if it stays busy); wait for the daemon to exit so that it disturbs nothing after."""
     for attempt in range(10):
         if not is_mounted(mnt):
             break
-        cmd = UNMOUNT[reader] if attempt < 5 else ["fusermount3", "-u", "-z"]
+        cmd = unmount_command(reader) if attempt < 5 else ["fusermount3", "-u", "-z"]
         subprocess.run([*cmd, str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.05 * attempt)
     if pid is not None:

@@ -16,16 +16,15 @@ READY_LIMIT_S = 0.3
 RSS_BASE_MIB = 64
 
 
-def summarize(runs: list[dict]) -> tuple[dict, dict]:
+def summarize(runs: list[dict], readers: tuple[str, ...] = READERS) -> tuple[dict, dict]:
     """({key: {reader: median}}, {key: {reference: median of per-run imgfs/reference}})."""
     medians: dict = {}
     ratios: dict = {}
-    keys = [m.key for m in MEASUREMENTS if m.key in runs[0]] + ["ready_s"]
-    for key in keys:
-        readers = [r for r in READERS if r in runs[0][key]]
-        medians[key] = {r: statistics.median(run[key][r] for run in runs) for r in readers}
+    for key in runs[0]:
+        present = [r for r in readers if r in runs[0][key]]
+        medians[key] = {r: statistics.median(run[key][r] for run in runs) for r in present}
         ratios[key] = {ref: statistics.median(run[key]["imgfs"] / run[key][ref] for run in runs)
-                       for ref in readers if ref != "imgfs"}
+                       for ref in present if ref != "imgfs"}
     return medians, ratios
 
 
@@ -42,17 +41,23 @@ def goals(medians: dict, ratios: dict, cache_mib: float) -> dict[str, tuple[str,
     for key in ("find", "ls_lR"):
         r = ratios[key]["fuseiso"]
         out[key] = ("≤ fuseiso's time", r <= 1, "" if r <= 1 else f"{r:.2f}× fuseiso's time")
-    ready = medians["ready_s"]["imgfs"]
-    out["ready_s"] = (f"≤ {READY_LIMIT_S} s", ready <= READY_LIMIT_S,
-                      "" if ready <= READY_LIMIT_S else f"{ready / READY_LIMIT_S:.2f}× the limit")
-    limit = RSS_BASE_MIB + cache_mib
-    rss = medians["rss"]["imgfs"]
-    out["rss"] = (f"≤ {RSS_BASE_MIB} MiB + cache ({cache_mib:.0f} MiB)", rss <= limit,
-                  "" if rss <= limit else f"{rss - limit:.0f} MiB over")
+    out["ready_s"] = ready_verdict(medians["ready_s"]["imgfs"])
+    out["rss"] = rss_verdict(medians["rss"]["imgfs"], cache_mib)
     return out
 
 
-def _fmt(value: Optional[float], unit: str) -> str:
+def ready_verdict(ready: float) -> tuple[str, bool, str]:
+    return (f"≤ {READY_LIMIT_S} s", ready <= READY_LIMIT_S,
+            "" if ready <= READY_LIMIT_S else f"{ready / READY_LIMIT_S:.2f}× the limit")
+
+
+def rss_verdict(rss: float, cache_mib: float) -> tuple[str, bool, str]:
+    limit = RSS_BASE_MIB + cache_mib
+    return (f"≤ {RSS_BASE_MIB} MiB + cache ({cache_mib:.0f} MiB)", rss <= limit,
+            "" if rss <= limit else f"{rss - limit:.0f} MiB over")
+
+
+def fmt(value: Optional[float], unit: str) -> str:
     if value is None:
         return "–"
     if unit in ("MB/s", "reads/s"):
@@ -69,7 +74,7 @@ def main_table(medians: dict, ratios: dict, verdicts: dict) -> list[str]:
         med, rat = medians[key], ratios[key]
         target, ok, miss = verdicts.get(key, ("", True, ""))
         verdict = "" if not target else ("met" if ok else f"**MISSED** ({miss})")
-        cells = [_fmt(med.get(r), unit) for r in READERS]
+        cells = [fmt(med.get(r), unit) for r in READERS]
         ratio_cells = [f"{rat[ref]:.2f}×" if ref in rat else "–" for ref in ("raw", "fuseiso")]
         row = [label, unit, *cells, *ratio_cells, target, verdict]
         lines.append(f"| {' | '.join(row)} |")
@@ -108,7 +113,7 @@ NOTES = """\
 def render(meta: dict, medians: dict, ratios: dict, verdicts: dict, checks: dict, parse: dict,
            problems: list[str]) -> str:
     out = [f"# imgfs benchmark, {meta['date']}", "", f"`{meta['command']}`: {meta['runs']} run(s); "
-           f"{meta['imgfs_version']} from {meta['imgfs_installed']}, checkout at git {meta['git']}; "
+           f"{meta['imgfs_version']} = {meta['imgfs']}, checkout at git {meta['git']}; "
            f"fuseiso {meta['fuseiso_version']}; {meta['cpus']} vCPU, Linux {meta['kernel']}, load average "
            f"{meta['loadavg_at_start']:.1f} at the start.", "",
            f"Image: `{meta['image']}` ({meta['image_mib']:,.0f} MiB): /bigfile of {meta['big_mib']} MiB "

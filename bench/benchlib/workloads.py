@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlib import subject
+
 RANDOM_READ_SIZE = 4096
 
 
@@ -31,19 +33,25 @@ class Target:
 
 def sequential_mb_s(target: Target, block: int) -> float:
     """Read the whole file front to back in ``block``-sized requests; MB/s with MB = 10^6 bytes."""
-    fd = os.open(target.path, os.O_RDONLY)
+    return ranges_mb_s(target.path, ((target.offset, target.size),), block)
+
+
+def ranges_mb_s(path: Path, ranges: tuple[tuple[int, int], ...], block: int) -> float:
+    """Read the (offset, length) ranges of ``path`` in order, in ``block``-sized requests; MB/s."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         start = time.perf_counter()
-        done = 0
-        while done < target.size:
-            n = len(os.pread(fd, min(block, target.size - done), target.offset + done))
-            if n == 0:
-                raise OSError(f"{target.path}: unexpected end at {done} of {target.size}")
-            done += n
+        for offset, size in ranges:
+            done = 0
+            while done < size:
+                n = len(os.pread(fd, min(block, size - done), offset + done))
+                if n == 0:
+                    raise OSError(f"{path}: unexpected end at {offset + done}, reading {size} bytes from {offset}")
+                done += n
         elapsed = time.perf_counter() - start
     finally:
         os.close(fd)
-    return target.size / elapsed / 1e6
+    return sum(size for _, size in ranges) / elapsed / 1e6
 
 
 def random_offsets(size: int, count: int, seed: int = 1) -> list[int]:
@@ -131,14 +139,14 @@ def in_process(python: str, snippet: str, image: Path) -> dict:
     """Time a parse inside a fresh interpreter (start-up and imports not counted).
 
     It runs in / because ``python -c`` puts the working directory first on sys.path: from a checkout
-    it would import the checkout's imgfs instead of the installed one that the mounts use.
+    it would import the checkout's imgfs; PYTHONPATH names the package that the mounts run instead.
     """
     out = subprocess.run([python, "-c", snippet, str(image.resolve())], capture_output=True, text=True,
-                         check=True, cwd="/")
+                         check=True, cwd="/", env=subject.python_env())
     return json.loads(out.stdout)
 
 
 def imgfs_ls_recursive(image: Path) -> Measured:
     """``imgfs ls IMAGE -R``: the whole tree through the imgfs library, no FUSE, start-up included."""
-    return run_measured(["imgfs", "ls", str(image), "-R"])
+    return run_measured([*subject.COMMAND, "ls", str(image), "-R"])
 

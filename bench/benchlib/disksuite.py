@@ -1,0 +1,234 @@
+"""The disk part's measurement loop: each partition's /bigfile and the ext4 tree, each on a fresh mount.
+
+Readers: raw (``os.pread`` of /bigfile's byte ranges in the disk image, in the same request size), imgfs
+(the whole disk image mounted: one folder per partition) and fuse2fs (the ext4 partition's own image,
+when fuse2fs is installed). As in the ISO part, the readers of one measurement follow each other
+directly and their order rotates from run to run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from benchlib import images
+from benchlib.diskimage import DiskImages, Ranges, Volume
+from benchlib.images import BIG_NAME
+from benchlib.mounts import Mount, mounted
+from benchlib.workloads import RANDOM_READ_SIZE, random_offsets, ranges_mb_s, run_measured
+
+FUSE2FS = "fuse2fs"
+PEERS = ("imgfs", FUSE2FS)  # the FUSE readers
+ALL_READERS = ("raw", *PEERS)
+
+
+@dataclass
+class DiskSetup:
+    images: DiskImages
+    volumes: dict[str, Volume]  # by filesystem: "ext4", "fat32"
+    readers: tuple[str, ...]  # ALL_READERS, without fuse2fs when it is not installed
+    ext4_entries: int  # what was put into the ext4 partition, lost+found included
+    runs: int
+    cold: bool  # may we drop the page cache (root only)?
+    log: Callable[[str], None]
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class View:
+    """One partition as one reader sees it: the bytes of /bigfile, and the partition's root directory."""
+
+    path: Path  # the file that holds /bigfile's bytes
+    ranges: Ranges  # where in ``path``
+    root: Optional[Path]  # the partition's root in the mount; None for raw
+    mount: Optional[Mount]
+
+
+Work = Callable[[DiskSetup, View], float]
+
+
+@dataclass(frozen=True)
+class DiskMeasurement:
+    key: str
+    label: str
+    unit: str
+    volumes: tuple[str, ...]
+    readers: tuple[str, ...]
+    work: Work
+    cold: bool = False
+
+
+def sequential(block: int) -> Work:
+    return lambda setup, view: ranges_mb_s(view.path, view.ranges, block)
+
+
+def walk_seconds(command: list[str]) -> Work:
+    """Wall time of a whole-tree command on the partition's root; a failure is recorded, not hidden."""
+    def work(setup: DiskSetup, view: View) -> float:
+        done = run_measured([*command, str(view.root)])
+        if done.returncode:
+            setup.problems.append(f"`{' '.join(command)}` on {view.root} exited {done.returncode}: "
+                                  f"{done.stderr[:300]}")
+        return done.wall_s
+    return work
+
+
+def whole_workload_rss(setup: DiskSetup, view: View) -> float:
+    """The daemon's peak RSS after `ls -lR` of its whole mount and a full read of every /bigfile in it."""
+    assert view.mount is not None
+    walk = run_measured(["ls", "-lR", str(view.mount.path)])
+    if walk.returncode:
+        setup.problems.append(f"`ls -lR MNT` (RSS workload) exited {walk.returncode}: {walk.stderr[:300]}")
+    for big in [*view.mount.path.glob(BIG_NAME), *view.mount.path.glob(f"*/{BIG_NAME}")]:
+        ranges_mb_s(big, ((0, big.stat().st_size),), 128 << 10)
+    rss = view.mount.rss_peak_mib()
+    if rss is None:
+        raise RuntimeError(f"no daemon process found for {view.mount.path}")
+    return rss
+
+
+VOLUMES = ("ext4", "fat32")
+MEASUREMENTS = (
+    DiskMeasurement("seq_128k_cold", "sequential, 128 KiB reads, cold page cache", "MB/s", VOLUMES,
+                    ALL_READERS, sequential(128 << 10), cold=True),
+    DiskMeasurement("seq_128k", "sequential, 128 KiB reads, warm", "MB/s", VOLUMES, ALL_READERS,
+                    sequential(128 << 10)),
+    DiskMeasurement("seq_1m", "sequential, 1 MiB reads, warm", "MB/s", VOLUMES, ALL_READERS, sequential(1 << 20)),
+    DiskMeasurement("find", "`find` over the partition, fresh mount", "s", ("ext4",), PEERS, walk_seconds(["find"])),
+    DiskMeasurement("ls_lR", "`ls -lR` over the partition, fresh mount", "s", ("ext4",), PEERS,
+                    walk_seconds(["ls", "-lR"])),
+    DiskMeasurement("rss", "daemon peak RSS (VmHWM) after `ls -lR MNT` + reading every /bigfile in MNT", "MiB",
+                    ("ext4",), PEERS, whole_workload_rss),
+)
+
+
+def serves(reader: str, volume: Volume) -> bool:
+    return reader != FUSE2FS or volume.part_image is not None
+
+
+@contextmanager
+def session(setup: DiskSetup, reader: str, volume: Volume) -> Iterator[View]:
+    """``volume`` as ``reader`` serves it: the disk image itself for raw, else a fresh mount."""
+    if reader == "raw":
+        yield View(setup.images.disk, volume.big, None, None)
+        return
+    image = setup.images.disk if reader == "imgfs" else volume.part_image
+    assert image is not None
+    with mounted(reader, image) as mount:
+        root = mount.path / volume.folder if reader == "imgfs" else mount.path
+        yield View(root / BIG_NAME, ((0, volume.big_size),), root, mount)
+
+
+def run_suite(setup: DiskSetup) -> list[dict]:
+    """All runs; each run is {"FS.measurement": {reader: value}} plus the mount-ready times seen."""
+    runs = []
+    for index in range(setup.runs):
+        turn = index % len(setup.readers)
+        order = setup.readers[turn:] + setup.readers[:turn]
+        setup.log(f"disk run {index + 1}/{setup.runs}, readers in order {', '.join(order)}")
+        runs.append(one_run(setup, order))
+    return runs
+
+
+def one_run(setup: DiskSetup, order: tuple[str, ...]) -> dict:
+    ready: dict[str, list[float]] = {r: [] for r in order if r != "raw"}
+    run: dict = {"ready_s": ready}
+    for m in MEASUREMENTS:
+        if m.cold and not setup.cold:
+            continue
+        for fs in m.volumes:
+            run[f"{fs}.{m.key}"] = measure(setup, m, setup.volumes[fs], order, ready)
+    run["ready_s"] = {r: statistics.median(v) for r, v in ready.items() if v}
+    return run
+
+
+def measure(setup: DiskSetup, m: DiskMeasurement, volume: Volume, order: tuple[str, ...],
+            ready: dict[str, list[float]]) -> dict[str, float]:
+    """One measurement of one partition by every reader in ``order``; each FUSE reader on a fresh mount."""
+    if not m.cold:
+        warm_images(setup)  # cheap when they are cached already; undoes a cold measurement
+    values = {}
+    for reader in (r for r in order if r in m.readers and serves(r, volume)):
+        if m.cold:
+            images.drop_caches()
+        with session(setup, reader, volume) as view:
+            values[reader] = m.work(setup, view)
+            if view.mount is not None and not m.cold:  # a cold mount also reloads Python from disk
+                ready[reader].append(view.mount.ready_s)
+    setup.log(f"  {volume.fs + '.' + m.key:20s} " + "  ".join(f"{r}={v:,.3f}" for r, v in values.items()))
+    return values
+
+
+def warm_images(setup: DiskSetup) -> None:
+    images.warm(setup.images.disk)
+    if FUSE2FS in setup.readers:
+        images.warm(setup.images.ext4)
+
+
+def verify(setup: DiskSetup) -> dict:
+    """Once per FUSE reader and partition: are /bigfile's bytes and size right; which entries are there?"""
+    checks: dict = {}
+    listings: dict[str, list[str]] = {}
+    for fs, volume in setup.volumes.items():
+        for reader in (r for r in setup.readers if r != "raw" and serves(r, volume)):
+            name = f"{fs} via {reader}"
+            with session(setup, reader, volume) as view:
+                listings[name] = listing(view.root)
+                checks[name] = {"entries": len(listings[name]), **check_view(setup, volume, view, reader)}
+    compare_listings(setup, listings)
+    return checks
+
+
+def check_view(setup: DiskSetup, volume: Volume, view: View, reader: str) -> dict:
+    sample = [0, volume.big_size - RANDOM_READ_SIZE, *random_offsets(volume.big_size, 500, seed=volume.number)]
+    bad = mismatched_blocks(view.path, setup.images.disk, volume.big, sample)
+    size = view.path.stat().st_size
+    if bad:
+        setup.problems.append(f"{reader}: {len(bad)} of {len(sample)} sampled 4 KiB blocks of {volume.fs} "
+                              f"/{BIG_NAME} differ from the disk image (first at file offset {bad[0]:,})")
+    if size != volume.big_size:
+        setup.problems.append(f"{reader}: {volume.fs} /{BIG_NAME} has size {size:,}, the image {volume.big_size:,}")
+    return {"blocks_checked": len(sample), "blocks_wrong": len(bad), "bigfile_size": size}
+
+
+def mismatched_blocks(path: Path, disk: Path, ranges: Ranges, offsets: list[int]) -> list[int]:
+    """Offsets where the mounted file and /bigfile's ranges in the disk image disagree."""
+    with open(path, "rb", buffering=0) as got, open(disk, "rb", buffering=0) as want:
+        return [offset for offset in offsets
+                if os.pread(got.fileno(), RANDOM_READ_SIZE, offset)
+                != read_ranges(want.fileno(), ranges, offset, RANDOM_READ_SIZE)]
+
+
+def read_ranges(fd: int, ranges: Ranges, offset: int, length: int) -> bytes:
+    """``length`` bytes from ``offset`` of the file that ``ranges`` of ``fd`` make up."""
+    out = bytearray()
+    for start, size in ranges:
+        if offset < size and len(out) < length:
+            out += os.pread(fd, min(size - offset, length - len(out)), start + offset)
+        offset = max(0, offset - size)
+    return bytes(out)
+
+
+def listing(root: Optional[Path]) -> list[str]:
+    """Every entry below ``root`` with its type and size, as find sees it."""
+    assert root is not None
+    out = subprocess.run(["find", str(root), "-mindepth", "1", "-printf", r"%P %y %s\n"], capture_output=True,
+                         text=True, check=True).stdout
+    return sorted(out.splitlines())
+
+
+def compare_listings(setup: DiskSetup, listings: dict[str, list[str]]) -> None:
+    """imgfs and fuse2fs must show the same ext4 tree, and imgfs as many entries as were put in."""
+    ours, peer = listings["ext4 via imgfs"], listings.get(f"ext4 via {FUSE2FS}")
+    if peer is not None and ours != peer:
+        only_ours, only_peer = sorted(set(ours) - set(peer)), sorted(set(peer) - set(ours))
+        setup.problems.append(f"ext4 tree: imgfs and fuse2fs differ ({len(ours):,} and {len(peer):,} entries): "
+                              f"only in imgfs {only_ours[:3]}, only in fuse2fs {only_peer[:3]}")
+    if len(ours) != setup.ext4_entries:
+        setup.problems.append(f"ext4 tree: imgfs shows {len(ours):,} entries, the image holds {setup.ext4_entries:,}")
