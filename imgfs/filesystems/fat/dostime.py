@@ -46,6 +46,7 @@ def utc_ns(date: int, clock: int = 0) -> int:
     return 0 if fields is None else calendar.timegm((*fields, 0, 0, 0)) * NS
 
 
+@functools.lru_cache(maxsize=16384)
 def exfat_ns(stamp: int, centiseconds: int, utc_offset: int) -> int:
     """An exFAT timestamp: date in the high 16 bits, 10 ms increments (0-199), and the UTC offset byte
     (bit 7: valid; bits 0-6: signed quarter hours). Without a valid offset the time is local."""

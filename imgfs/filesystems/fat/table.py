@@ -12,6 +12,8 @@ time a chunk is needed, and a contiguous run costs one comparison per cluster.
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Sequence
 from typing import Union
 
@@ -69,11 +71,11 @@ class FatTable:
         count = min(per_chunk, self.max_cluster + 1 - first)
         offset = self.fat_offset + first * self._width
         data = self._cache.get((self._cache_id, index), lambda: self._read(offset, count * self._width))
-        return memoryview(data).cast("H" if self._width == 2 else "I")
-
-    def entry(self, cluster: int) -> int:
-        """The FAT entry of one cluster (which must be in range)."""
-        return self._chunk(cluster >> self._shift)[cluster & ((1 << self._shift) - 1)] & self._mask
+        if sys.byteorder == "little":  # the table is little-endian: use it in place
+            return memoryview(data).cast("H" if self._width == 2 else "I")
+        table = array.array("H" if self._width == 2 else "I", data)
+        table.byteswap()
+        return memoryview(table)
 
     def walk(self, first: int, limit: int, what: str) -> tuple[list[tuple[int, int]], bool]:
         """(first cluster, count) runs of the chain from ``first``, at most ``limit`` clusters, and whether
@@ -82,14 +84,14 @@ class FatTable:
         runs: list[tuple[int, int]] = []
         start = cur = first
         total = 1
-        shift, low, mask = self._shift, (1 << self._shift) - 1, self._mask
+        shift, low, mask, max_cluster = self._shift, (1 << self._shift) - 1, self._mask, self.max_cluster
         chunk_index, table = cur >> shift, self._chunk(cur >> shift)
         while True:
             if cur >> shift != chunk_index:
                 chunk_index = cur >> shift
                 table = self._chunk(chunk_index)
             nxt = table[cur & low] & mask
-            if nxt == cur + 1 and total < limit:  # the common case: the next cluster follows on
+            if nxt == cur + 1 and total < limit and nxt <= max_cluster:  # the common case: the next one follows on
                 cur = nxt
                 total += 1
                 continue
