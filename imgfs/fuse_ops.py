@@ -13,6 +13,7 @@ import functools
 import itertools
 import logging
 import os
+import struct
 import threading
 from typing import Any, Callable, Optional
 
@@ -34,6 +35,15 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 86400.0  # the image cannot change while mounted
 BLKSIZE = 4096
+_LINUX_X86_64_STAT = {"st_dev": 0, "st_ino": 8, "st_nlink": 16, "st_mode": 24, "st_uid": 28, "st_gid": 32,
+                      "st_rdev": 40, "st_size": 48, "st_blksize": 56, "st_blocks": 64, "st_atimespec": 72,
+                      "st_mtimespec": 88, "st_ctimespec": 104}
+_STAT: Optional[struct.Struct] = (
+    struct.Struct("<QQQIII4xQqqq qq qq qq 24x")
+    if ctypes.sizeof(mfusepy.c_stat) == 144
+    and all(getattr(mfusepy.c_stat, name, None) is not None and getattr(mfusepy.c_stat, name).offset == offset
+            for name, offset in _LINUX_X86_64_STAT.items())
+    else None)
 FILL_DIR_PLUS = 2  # fuse_fill_dir_flags: the stat given is complete, for READDIRPLUS
 READDIR_PLUS = 1  # fuse_readdir_flags: the kernel asked for READDIRPLUS
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -90,8 +100,22 @@ class ImgfsOperations(mfusepy.Operations):
 
     def init(self, path: str) -> None:
         self.ready = True
+        threading.Thread(target=self._prefetch, name="imgfs-prefetch", daemon=True).start()
         if self._on_ready is not None:
             self._on_ready()
+
+    def _prefetch(self) -> None:
+        """Parse directories breadth first while nobody asks, so that a first walk of the tree finds
+        them ready; bounded, so that a huge image is not read whole into memory."""
+        queue, budget = ["/"], PREFETCH_ENTRIES
+        try:
+            while queue and budget > 0:
+                path = queue.pop(0)
+                kids = self.tree.children(path)
+                budget -= len(kids)
+                queue.extend(f"{path.rstrip('/')}/{name}" for name, node in kids.items() if node.is_dir)
+        except Exception as exc:  # noqa: BLE001 - a damaged directory is reported when someone opens it
+            log.debug("prefetch stopped: %s", exc)
 
     # -- attributes ---------------------------------------------------------------------------------
 
@@ -115,19 +139,22 @@ class ImgfsOperations(mfusepy.Operations):
         return node.mode if self.options.umask is None else node.mode & ~self.options.umask
 
     def _fill(self, st: Any, node: Node) -> None:
-        """``_stat`` straight into libfuse's struct: getattr runs once per entry of an ls -l."""
-        st.st_mode = self._mode(node)
-        st.st_ino = node.ino
-        st.st_nlink = node.nlink
-        st.st_uid = node.uid if self.options.uid is None else self.options.uid
-        st.st_gid = node.gid if self.options.gid is None else self.options.gid
-        st.st_size = node.size
-        st.st_blocks = (node.size + 511) // 512
-        st.st_blksize = BLKSIZE
-        st.st_rdev = node.rdev
-        st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(node.mtime_ns, 1_000_000_000)
-        st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(node.atime_ns, 1_000_000_000)
-        st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(node.ctime_ns, 1_000_000_000)
+        """``_stat`` straight into libfuse's struct stat: once per entry of a listing, so it is packed in
+        one call where the struct's layout is the known Linux x86-64 one, and set field by field elsewhere."""
+        uid = node.uid if self.options.uid is None else self.options.uid
+        gid = node.gid if self.options.gid is None else self.options.gid
+        mtime, atime, ctime = (divmod(node.mtime_ns, 1_000_000_000), divmod(node.atime_ns, 1_000_000_000),
+                               divmod(node.ctime_ns, 1_000_000_000))
+        if _STAT is not None:
+            ctypes.memmove(ctypes.addressof(st), _STAT.pack(
+                0, node.ino, node.nlink, self._mode(node), uid, gid, node.rdev, node.size, BLKSIZE,
+                (node.size + 511) // 512, *atime, *mtime, *ctime), _STAT.size)
+            return
+        st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid = self._mode(node), node.ino, node.nlink, uid, gid
+        st.st_size, st.st_blocks, st.st_blksize, st.st_rdev = node.size, (node.size + 511) // 512, BLKSIZE, node.rdev
+        st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = atime
+        st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = mtime
+        st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = ctime
 
     @_fuse_errors
     def getattr(self, path: str, fh: Optional[int] = None) -> dict[str, int]:
@@ -269,6 +296,7 @@ class _Fuse(mfusepy.FUSE):
 
 
 READAHEAD_KB = 1024
+PREFETCH_ENTRIES = 50_000
 
 
 def raise_readahead(mountpoint: str) -> None:
