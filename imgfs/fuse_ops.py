@@ -94,19 +94,26 @@ class ImgfsOperations(mfusepy.Operations):
         self._handles_lock = threading.Lock()
         self.ready = False  # set once the kernel has called init: the mount is up
         self._readahead_raised = False
+        self._prefetch_started = False
         self._has_xattrs = any(fs.has_xattrs for fs in self.tree.filesystems)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def init(self, path: str) -> None:
         self.ready = True
-        threading.Thread(target=self._prefetch, name="imgfs-prefetch", daemon=True).start()
         if self._on_ready is not None:
             self._on_ready()
 
+    def _start_prefetch(self) -> None:
+        """Once a walk of the tree begins (a directory below the root is listed), parse the rest ahead
+        of it in the background. Not earlier: reads right after the mount would wait for the GIL."""
+        if not self._prefetch_started:
+            self._prefetch_started = True
+            threading.Thread(target=self._prefetch, name="imgfs-prefetch", daemon=True).start()
+
     def _prefetch(self) -> None:
-        """Parse directories breadth first while nobody asks, so that a first walk of the tree finds
-        them ready; bounded, so that a huge image is not read whole into memory."""
+        """Parse directories breadth first, so that the walk finds them ready; bounded, so that a huge
+        image is not read whole into memory."""
         queue, budget = ["/"], PREFETCH_ENTRIES
         try:
             while queue and budget > 0:
@@ -170,6 +177,8 @@ class ImgfsOperations(mfusepy.Operations):
         node, fs = self.tree.resolve(path)
         if not node.is_dir:
             raise NotADirectoryError(path)
+        if path != "/":
+            self._start_prefetch()
         parent = self.tree.lookup(path.rsplit("/", 1)[0]) if path != "/" else node
         return [(".", node), ("..", parent), *fs.children(node).items()]
 
@@ -240,7 +249,7 @@ class ImgfsOperations(mfusepy.Operations):
         return self._stream(fh).pread(offset, size)
 
     @_fuse_errors
-    def read_into(self, path: str, address: int, size: int, offset: int, fh: int) -> int:
+    def read_into(self, address: int, size: int, offset: int, fh: int) -> int:
         """Read straight into libfuse's buffer: no ``bytes`` made, no copy for plain extents."""
         view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
         return self._stream(fh).readinto(offset, view)
@@ -272,6 +281,13 @@ class _Fuse(mfusepy.FUSE):
             _PyGILState_Ensure()
             _thread_state.kept = True
         return super()._wrapper(func, *args, **kwargs)
+
+    def read(self, path: Optional[bytes], buf, size: int, offset: int, fip) -> int:
+        address = ctypes.cast(buf, ctypes.c_void_p).value or 0
+        try:
+            return self.operations.read_into(address, size, offset, fip.contents.fh)
+        except mfusepy.FuseOSError as exc:
+            return -(exc.errno or errno.EIO)
 
     def fgetattr(self, path: Optional[bytes], buf, fip) -> int:
         ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))

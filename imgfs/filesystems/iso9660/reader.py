@@ -33,7 +33,7 @@ from imgfs.filesystems.iso9660.records import (
 )
 from imgfs.filesystems.iso9660.zisofs import open_zisofs
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import ExtentStream, Stream
+from imgfs.io.stream import ExtentStream, SliceStream, Stream
 from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,10 @@ class IsoFilesystem(Filesystem):
         handle: FileHandle = node.handle
         if not isinstance(handle, FileHandle) or not node.is_file:
             raise IsADirectoryError(node.name)
-        raw = ExtentStream.over(self.stream, handle.runs, name=f"{self.stream.name}:{node.name}")
+        name = f"{self.stream.name}:{node.name}"
+        if len(handle.runs) == 1 and handle.zf is None:  # the common case: one extent, the lightest stream
+            return SliceStream(self.stream, handle.runs[0][0], handle.runs[0][1], name=name)
+        raw = ExtentStream.over(self.stream, handle.runs, name=name)
         if handle.zf is None:
             return raw
         return open_zisofs(raw, handle.zf[0], handle.zf[3], self.cache, raw.name)
