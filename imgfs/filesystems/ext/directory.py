@@ -56,8 +56,8 @@ def parse_blocks(data: bytes, block_size: int, where: int, filetype: bool, out: 
 
 def parse_inline(i_block: bytes, i_block_offset: int, extra: bytes, filetype: bool) -> list[Entry]:
     """An inline directory: entries after the parent's number in i_block, then in the system.data value.
-    The two areas are separate blocks as far as entries go."""
-    out: list[Entry] = []
+    The two areas are separate blocks as far as entries go. The parent comes first, as a ".." entry."""
+    out: list[Entry] = [(struct.unpack_from("<I", i_block)[0], b"..", 2)]
     parse_block(i_block, INLINE_PARENT_SIZE, len(i_block), i_block_offset + INLINE_PARENT_SIZE, filetype, out)
     if extra:
         parse_block(extra, 0, len(extra), i_block_offset, filetype, out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import stat
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, EncryptedImage
 from imgfs.filesystems.ext import xattr
@@ -59,6 +59,17 @@ _DEVICES = (stat.S_IFCHR, stat.S_IFBLK)
 _KINDS = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
 
 
+class DirHandle(NamedTuple):
+    """A directory's handle: its inode and the directory it was reached from, which its ".." must name.
+
+    That check is what keeps a damaged image from making a loop of directories: following only entries
+    whose ".." points back, every path leads up to the root by the one ".." chain.
+    """
+
+    ino: int
+    parent: int
+
+
 class ExtFilesystem(Filesystem):
     kind = "ext"
     has_xattrs = True
@@ -79,15 +90,15 @@ class ExtFilesystem(Filesystem):
         self._source = BlockSource(sb.blocks_count, sb.block_size, self._read_block)
         self._groups = GroupTable(sb, self._read_block)
         self._table_blocks = -(-sb.inodes_per_group * sb.inode_size // sb.block_size)
-        self._warn_about_state()
         root = self._inode(ROOT_INO)
         if root.kind != stat.S_IFDIR:
             raise CorruptImage(f"the root (inode {ROOT_INO}) is not a directory: mode {root.mode:o}", layer="ext",
                                offset=root.offset)
-        root_node = self._node("", root, 0)
+        root_node = self._node("", root, 0, ROOT_INO)
         assert root_node is not None  # a directory always makes a node
         self.root = root_node
         self.children(self.root)  # a broken root fails the mount, not the first ls
+        self._warn_about_state()  # only once the mount will happen: a refusal stays one line
 
     def _warn_about_state(self) -> None:
         sb, name = self.sb, self.stream.name
@@ -137,21 +148,30 @@ class ExtFilesystem(Filesystem):
         return self._parse_inode(ino, block, pos, self._read_block(block))
 
     def _inodes(self, inos: Iterable[int]) -> dict[int, Inode]:
-        """Many inodes, each inode-table block read once."""
+        """Many inodes, each inode-table block read once. An inode that cannot be read is left out with a
+        warning: its entry cannot be shown, but its neighbours can."""
         by_block: dict[int, list[tuple[int, int]]] = {}
         for ino in sorted(inos):
-            block, pos = self._locate(ino)
+            try:
+                block, pos = self._locate(ino)
+            except CorruptImage as exc:
+                log.warning("%s: inode %d skipped: %s", self.stream.name, ino, exc)
+                continue
             by_block.setdefault(block, []).append((ino, pos))
         found = {}
         for block, members in by_block.items():
-            data = self._read_block(block)
+            try:
+                data = self._read_block(block)
+            except CorruptImage as exc:
+                log.warning("%s: inodes %s skipped: %s", self.stream.name, [ino for ino, _ in members], exc)
+                continue
             for ino, pos in members:
                 found[ino] = self._parse_inode(ino, block, pos, data)
         return found
 
     # -- nodes ---------------------------------------------------------------------------------------
 
-    def _node(self, name: str, inode: Inode, file_type: int) -> Optional[Node]:
+    def _node(self, name: str, inode: Inode, file_type: int, parent: int) -> Optional[Node]:
         mode = inode.mode
         kind = mode & 0o170000
         if kind not in _KINDS:
@@ -162,15 +182,22 @@ class ExtFilesystem(Filesystem):
             kind = FILE_TYPE_MODES[file_type]  # the inode's type is garbage: the entry's hint is all there is
             mode = kind | stat.S_IMODE(mode)
         target, size, rdev = None, inode.size, 0
+        handle: Any = inode.ino  # a file's handle is its inode number, a directory's a DirHandle
         if kind == stat.S_IFLNK:
-            target = self._symlink_target(inode)
+            try:
+                target = self._symlink_target(inode)
+            except CorruptImage as exc:  # a Node's target is fixed: the link cannot give EIO by itself
+                log.warning("%s: symlink %r skipped: %s", self.stream.name, name, exc)
+                return None
             size = len(target)
         elif kind in _DEVICES:
             rdev, size = device_number(inode.block), 0
-        elif kind != stat.S_IFREG and kind != stat.S_IFDIR:
+        elif kind == stat.S_IFDIR:
+            handle = DirHandle(inode.ino, parent)
+        elif kind != stat.S_IFREG:
             size = 0
         return Node(name, mode, size, self._ino_base + inode.ino, inode.links, inode.uid, inode.gid, inode.mtime_ns,
-                    inode.atime_ns, inode.ctime_ns, rdev, target, inode.ino)
+                    inode.atime_ns, inode.ctime_ns, rdev, target, handle)
 
     def _symlink_target(self, inode: Inode) -> bytes:
         size = inode.size
@@ -186,40 +213,43 @@ class ExtFilesystem(Filesystem):
     # -- directories ---------------------------------------------------------------------------------
 
     def _load_children(self, node: Node) -> dict[str, Node]:
-        inode = self._inode(node.handle)
+        handle: DirHandle = node.handle
+        inode = self._inode(handle.ino)
         if inode.kind != stat.S_IFDIR:
             raise NotADirectoryError(node.name)
         entries = self._entries(inode)
-        inodes = self._inodes(self._valid_numbers(entries))
+        self._check_parent(inode, entries, handle.parent)
+        inodes = self._inodes({ino for ino, _, _ in entries if ino != inode.ino})
         kids: dict[str, Node] = {}
         for ino, raw, file_type in entries:
-            if raw == b"." or raw == b".." or ino not in inodes:
+            if raw in (b"", b".", b"..") or ino not in inodes:
                 continue
             name = clean_name(raw)
             if name in kids:
                 log.warning("%s: two entries of directory inode %d are named %r; showing the first",
                             self.stream.name, inode.ino, name)
                 continue
-            child = self._node(name, inodes[ino], file_type)
+            child = self._node(name, inodes[ino], file_type, inode.ino)
             if child is not None:
                 kids[name] = child
         return kids
 
-    def _valid_numbers(self, entries: list[Entry]) -> set[int]:
-        numbers = {ino for ino, _, _ in entries}
-        bad = {ino for ino in numbers if ino > self.sb.inodes_count}
-        for ino in sorted(bad):
-            log.warning("%s: a directory entry names inode %d, past the last inode (%d); skipped",
-                        self.stream.name, ino, self.sb.inodes_count)
-        return numbers - bad
+    @staticmethod
+    def _check_parent(inode: Inode, entries: list[Entry], parent: int) -> None:
+        dotdot = next((ino for ino, raw, _ in entries if raw == b".."), None)
+        if dotdot != parent:
+            got = "no '..' entry" if dotdot is None else f"inode {dotdot}"
+            raise CorruptImage(f"directory inode {inode.ino}'s parent: expected inode {parent}, the directory it is "
+                               f"listed in, got {got}", layer="ext", offset=inode.offset)
 
     def _entries(self, inode: Inode) -> list[Entry]:
         if inode.flags & FLAG_INLINE_DATA:
             return parse_inline(inode.block, inode.offset + I_BLOCK_OFFSET, self._ibody_value(inode, "system.data"),
                                 self._filetype)
-        if inode.size > MAX_DIRECTORY_SIZE:
-            raise CorruptImage(f"directory inode {inode.ino}'s size: expected at most {MAX_DIRECTORY_SIZE}, "
-                               f"got {inode.size}", layer="ext", offset=inode.offset + 4)
+        most = min(MAX_DIRECTORY_SIZE, self.total_size)  # extents may repeat blocks: bound what is read
+        if inode.size > most:
+            raise CorruptImage(f"directory inode {inode.ino}'s size: expected at most {most}, got {inode.size}",
+                               layer="ext", offset=inode.offset + 4)
         entries: list[Entry] = []
         for offset, length in self._byte_runs(inode):
             if offset is None:
@@ -263,7 +293,7 @@ class ExtFilesystem(Filesystem):
     def open(self, node: Node) -> Stream:
         if not node.is_file:
             raise IsADirectoryError(node.name)
-        inode = self._inode(node.handle)
+        inode = self._inode(node.handle)  # a file's handle is its inode number
         if inode.flags & FLAG_ENCRYPT:
             raise EncryptedImage(f"{node.name!r} is encrypted (ext4 encryption); imgfs cannot decrypt it",
                                  layer="ext", offset=inode.offset)
@@ -305,7 +335,8 @@ class ExtFilesystem(Filesystem):
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
         shown: dict[str, bytes] = {}
-        for attr in self._attributes(self._inode(node.handle)):
+        handle = node.handle
+        for attr in self._attributes(self._inode(handle.ino if isinstance(handle, DirHandle) else handle)):
             if attr.name.startswith(SHOWN_XATTR_PREFIXES) and attr.name not in shown:
                 shown[attr.name] = self._value(attr)
         return shown

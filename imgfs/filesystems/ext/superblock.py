@@ -254,10 +254,16 @@ class GroupTable:
         """The block holding ``group``'s descriptor: right after the superblock, or with meta_bg in the
         first group of each meta group (past that group's backup superblock)."""
         sb, index = self.sb, group // self._per_block
+        # The superblock is always at byte 1024: block 1 with 1 KiB blocks, even when bigalloc makes the
+        # first data block 0.
+        superblock_block = SUPERBLOCK_OFFSET // sb.block_size
         if not sb.incompat & INCOMPAT_META_BG or index < sb.first_meta_bg:
-            return sb.first_data_block + 1 + index
+            return superblock_block + 1 + index
         first = index * self._per_block
-        return first * sb.blocks_per_group + sb.first_data_block + (1 if sb.has_super(first) else 0)
+        start = first * sb.blocks_per_group + sb.first_data_block
+        if first == 0:
+            return superblock_block + 1
+        return start + (1 if sb.has_super(first) else 0)
 
     def inode_table(self, group: int) -> int:
         block = self._tables.get(group)
