@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import run_imgfs
+from conftest import compare_trees, run_imgfs
 from disktools import blank, fdisk, partitions, put, sfdisk, write_mbr
 from isotools import pseudo_random, write_file, xorriso
 
@@ -274,3 +274,53 @@ def test_one_filesystem_on_a_partitioned_disk_is_at_the_root(tmp_path, mount):
     put(disk, layout[0]["start"] * 512, make_fat(tmp_path / "p.fat", src, 40, "SOLO"))
     with mount(disk) as root:
         assert os.listdir(root) == ["only.txt"]
+
+
+def test_filesystems_in_primary_and_logical_partitions_match_their_sources(tmp_path, mount):
+    """FAT16, FAT32 and ext2 in primary partitions, ext4 and an empty exFAT in logical ones, a raw one
+    beside them: each folder shows its source tree exactly (names, sizes, bytes, and for ext modes,
+    owners, symlinks and hard links)."""
+    fat_src, ext_src = tmp_path / "fat-src", tmp_path / "ext-src"
+    write_file(fat_src / "A Long Name.txt", b"long\n")
+    write_file(fat_src / "docs" / "deeper" / "file.bin", pseudo_random(300_000, 70))
+    write_file(ext_src / "etc" / "config", b"x=1\n", 0o600)
+    write_file(ext_src / "data" / "blob", pseudo_random(500_000, 71))
+    os.link(ext_src / "data" / "blob", ext_src / "blob-link")
+    (ext_src / "rel").symlink_to("data/blob")
+    os.chown(ext_src / "etc" / "config", 1000, 1000)
+    images = {
+        1: make_fat(tmp_path / "p1", fat_src, 16, "FATSIXTEEN", fat_bits=16),
+        2: make_fat(tmp_path / "p2", fat_src, 40, "FATTHIRTY2", fat_bits=32),
+        3: _mkfs_ext(tmp_path / "p3", ext_src, "ext2", "old"),
+        5: _mkfs_ext(tmp_path / "p5", ext_src, "ext4", "new"),
+        6: _mkfs_exfat(tmp_path / "p6", "EXF"),
+    }
+    disk = blank(tmp_path / "disk.img", 200 * MIB)
+    layout = sfdisk(disk, "label: dos\n,20M,6\n,44M,c\n,20M,83\n,,E\n,20M,83\n,20M,7\n,4M,83\n")
+    starts = {int(p["node"].rsplit("img", 1)[1]): p["start"] * 512 for p in layout}
+    for number, data in images.items():
+        put(disk, starts[number], data)
+    raw = pseudo_random(4 * MIB, 72)
+    put(disk, starts[7], raw)
+    with mount(disk) as root:
+        assert sorted(os.listdir(root)) == ["1 FATSIXTEEN", "2 FATTHIRTY2", "3 old", "5 new", "6 EXF", "7.img"]
+        for folder in ("1 FATSIXTEEN", "2 FATTHIRTY2"):
+            compare_trees(fat_src, root / folder, modes=False, owners=False, nlink=False, mtime=False,
+                          hardlinks=False)
+        for folder in ("3 old", "5 new"):
+            compare_trees(ext_src, root / folder, ignore=frozenset({"lost+found"}))
+        assert os.listdir(root / "6 EXF") == []
+        assert (root / "7.img").read_bytes() == raw
+
+
+def _mkfs_ext(path: Path, source: Path, fs: str, label: str) -> bytes:
+    blank(path, 20 * MIB)
+    subprocess.run([f"mkfs.{fs}", "-q", "-F", "-L", label, "-d", str(source), str(path)], check=True,
+                   capture_output=True)
+    return path.read_bytes()
+
+
+def _mkfs_exfat(path: Path, label: str) -> bytes:
+    blank(path, 20 * MIB)
+    subprocess.run(["mkfs.exfat", "-L", label, str(path)], check=True, capture_output=True)
+    return path.read_bytes()
