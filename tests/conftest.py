@@ -67,6 +67,13 @@ def mount(tmp_path: Path):
     return _mount
 
 
+def read_errno(path: Path) -> int:
+    """The errno of reading a file that must fail."""
+    with pytest.raises(OSError) as caught:
+        path.read_bytes()
+    return caught.value.errno
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

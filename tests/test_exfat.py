@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import compare_trees, is_mounted, run_imgfs, tree_entries, unmount
+from conftest import compare_trees, is_mounted, read_errno, run_imgfs, tree_entries, unmount
 from corpuslib import corpus_dir
 from isotools import pseudo_random, write_file
 from test_fat import MTIME, build_tree
@@ -176,12 +176,6 @@ def patch(image: Path, change) -> None:
     data = bytearray(image.read_bytes())
     change(data, Layout(bytes(data)))
     image.write_bytes(bytes(data))
-
-
-def read_errno(path: Path) -> int:
-    with pytest.raises(OSError) as caught:
-        path.read_bytes()
-    return caught.value.errno
 
 
 # -- generated images through FUSE ----------------------------------------------------------------------

@@ -2,8 +2,7 @@
 made from: every name, type, size, mode, owner, mtime, symlink target, hard link, device number, extended
 attribute and byte. Then what mkfs -d cannot make (nanosecond and post-2038 times, attribute values in
 their own inode, a journal that needs recovery) is set with debugfs; damaged images must give EIO for
-what they damage and nothing else; the real-world corpus image must match its oracle; and listing
-20,000 files must be fast.
+what they damage and nothing else; and the real-world corpus image must match its oracle.
 
 Fixtures are located with debugfs and dumpe2fs, never with the code under test.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from conftest import compare_trees, run_imgfs, sha256_of, tree_entries
+from conftest import compare_trees, read_errno, run_imgfs, sha256_of, tree_entries
 from corpuslib import corpus_dir
 from isotools import pseudo_random, write_file
 
@@ -183,12 +183,6 @@ def patch(image: Path, change) -> None:
     data = bytearray(image.read_bytes())
     change(data, Layout(bytes(data)))
     image.write_bytes(bytes(data))
-
-
-def read_errno(path: Path) -> int:
-    with pytest.raises(OSError) as caught:
-        path.read_bytes()
-    return caught.value.errno
 
 
 # -- generated images through FUSE ----------------------------------------------------------------------

@@ -42,6 +42,15 @@ class Stream:
         return max(0, min(length, self.size - offset))
 
 
+def read_exact(stream: Stream, offset: int, length: int, layer: str, what: str) -> bytes:
+    """``length`` bytes at ``offset``, or ``CorruptImage`` saying that ``what`` runs past the end."""
+    data = stream.pread(offset, length)
+    if len(data) < length:
+        raise CorruptImage(f"{what}: the image ends at byte {stream.size}, inside it", layer=layer,
+                           offset=offset + len(data))
+    return data
+
+
 class FileStream(Stream):
     """A file or block device read with ``os.pread``; the descriptor is shared, never seeked."""
 

@@ -182,9 +182,10 @@ class Superblock:
             return False
         return any(_is_power_of(group, base) for base in (3, 5, 7))
 
-    def features(self) -> dict[str, list[str]]:
-        return {"compat": _names(self.compat, COMPAT_NAMES), "incompat": _names(self.incompat, INCOMPAT_NAMES),
-                "ro_compat": _names(self.ro_compat, RO_COMPAT_NAMES)}
+    def features(self) -> list[str]:
+        """Feature names as mke2fs and dumpe2fs spell them: compatible, incompatible, then read-only ones."""
+        return (_names(self.compat, COMPAT_NAMES) + _names(self.incompat, INCOMPAT_NAMES)
+                + _names(self.ro_compat, RO_COMPAT_NAMES))
 
     def describe(self) -> dict[str, Any]:
         return {

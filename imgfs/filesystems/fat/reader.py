@@ -25,7 +25,7 @@ from imgfs.filesystems.fat.bootsector import LAYER, BootSector
 from imgfs.filesystems.fat.directory import Listing, parse_directory
 from imgfs.filesystems.fat.table import FatTable, byte_runs
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import ExtentStream, Stream
+from imgfs.io.stream import ExtentStream, Stream, read_exact
 from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ class FatFilesystem(Filesystem):
     # -- directories -------------------------------------------------------------------------------
 
     def _read(self, offset: int, length: int, what: str) -> bytes:
-        data = self.stream.pread(offset, length)
-        if len(data) < length:
-            raise CorruptImage(f"{what}: the image ends at byte {self.stream.size}, inside it", layer=LAYER,
-                               offset=offset)
-        return data
+        return read_exact(self.stream, offset, length, LAYER, what)
 
     def _read_directory(self, cluster: int, what: str) -> tuple[bytes, Callable[[int], int]]:
         """The directory's bytes, and where a position in them lies in the volume."""

@@ -19,7 +19,7 @@ from typing import Union
 
 from imgfs.errors import CorruptImage
 from imgfs.io.cache import BlockCache, new_cache_id
-from imgfs.io.stream import Stream
+from imgfs.io.stream import Stream, read_exact
 
 CHUNK_SHIFT = 14  # 16384 entries per cached chunk: 32 or 64 KiB of FAT
 Table = Union[memoryview, list[int]]
@@ -57,11 +57,7 @@ class FatTable:
         return table
 
     def _read(self, offset: int, length: int) -> bytes:
-        data = self.stream.pread(offset, length)
-        if len(data) < length:
-            raise CorruptImage(f"the FAT is truncated: expected {length} bytes, got {len(data)}", layer=self.layer,
-                               offset=offset + len(data))
-        return data
+        return read_exact(self.stream, offset, length, self.layer, "the FAT")
 
     def _chunk(self, index: int) -> Table:
         if self._fat12 is not None:

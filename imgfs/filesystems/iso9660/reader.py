@@ -33,7 +33,7 @@ from imgfs.filesystems.iso9660.records import (
 )
 from imgfs.filesystems.iso9660.zisofs import open_zisofs
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import ExtentStream, SliceStream, Stream
+from imgfs.io.stream import ExtentStream, SliceStream, Stream, read_exact
 from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
 
 log = logging.getLogger(__name__)
@@ -187,12 +187,8 @@ class IsoFilesystem(Filesystem):
             raise CorruptImage("directory has no '.' record", layer="iso9660", offset=handle.offset) from None
 
     def _read_area(self, block: int, offset: int, length: int) -> bytes:
-        start = block * self.block_size + offset
-        data = self.stream.pread(start, length)
-        if len(data) < length:
-            raise CorruptImage("Rock Ridge continuation area lies past the end of the image", layer="rockridge",
-                               offset=start)
-        return data
+        return read_exact(self.stream, block * self.block_size + offset, length, "rockridge",
+                          "a Rock Ridge continuation area")
 
     def _rock_ridge(self, rec: Record) -> susp.RockRidge:
         return susp.parse(rec.system_use, self._read_area, rec.offset)
