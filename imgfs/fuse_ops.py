@@ -6,6 +6,7 @@ It maps paths to nodes, nodes to ``stat`` dicts and streams to reads. Domain err
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import errno
@@ -114,15 +115,16 @@ class ImgfsOperations(mfusepy.Operations):
     def _prefetch(self) -> None:
         """Parse directories breadth first, so that the walk finds them ready; bounded, so that a huge
         image is not read whole into memory."""
-        queue, budget = ["/"], PREFETCH_ENTRIES
-        try:
-            while queue and budget > 0:
-                path = queue.pop(0)
+        queue, budget = collections.deque(["/"]), PREFETCH_ENTRIES
+        while queue and budget > 0:
+            path = queue.popleft()
+            try:
                 kids = self.tree.children(path)
-                budget -= len(kids)
-                queue.extend(f"{path.rstrip('/')}/{name}" for name, node in kids.items() if node.is_dir)
-        except Exception as exc:  # noqa: BLE001 - a damaged directory is reported when someone opens it
-            log.debug("prefetch stopped: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a damaged directory is reported when someone lists it
+                log.debug("prefetch skipped %s: %s", path, exc)
+                continue
+            budget -= len(kids)
+            queue.extend(f"{path.rstrip('/')}/{name}" for name, node in kids.items() if node.is_dir)
 
     # -- attributes ---------------------------------------------------------------------------------
 
