@@ -28,7 +28,7 @@ log = logging.getLogger("imgfs")
 
 COMMANDS = ("info", "ls", "cat", "umount")
 READY = b"\0imgfs-ready\0"
-USAGE = """usage: imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d]
+USAGE = """usage: imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d] [-s]
        imgfs info IMAGE [--json]
        imgfs ls IMAGE [PATH] [-l] [-R]
        imgfs cat IMAGE PATH
@@ -37,6 +37,7 @@ USAGE = """usage: imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d]
 Mount options (-o, comma-separated): allow_other, uid=N, gid=N, umask=OCTAL, cache_size=SIZE,
 namespace=auto|rockridge|joliet|iso1999|iso9660, logfile=PATH. The mount is always read-only:
 ro, rw, dev, suid, exec, noauto, nofail, user, users, defaults, _netdev and x-* are accepted and ignored.
+-f: stay in the foreground; -d: debug output (implies -f); -s: serve FUSE from one thread.
 An image named like a command mounts through a path: imgfs ./info /mnt/x"""
 
 
