@@ -70,6 +70,9 @@ class FileStream(Stream):
             raise UnsupportedFormat(f"{path} is a directory, not an image file")
         self.size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(self._fd, 0, os.SEEK_END)
 
+    def fileno(self) -> int:
+        return self._fd
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
