@@ -28,6 +28,9 @@ class ChunkedStream(Stream):
         self._cache = cache
         self._key = new_cache_id()
 
+    def chunk_count(self) -> int:
+        return len(self._starts)
+
     def _chunk_length(self, i: int) -> int:
         end = self._starts[i + 1] if i + 1 < len(self._starts) else self.size
         return end - self._starts[i]
