@@ -21,9 +21,9 @@ from typing import Any, NamedTuple, Optional
 from imgfs.errors import CorruptImage, ImageError
 from imgfs.filesystems.exfat.bootsector import LAYER, read_boot
 from imgfs.filesystems.exfat.directory import Listing, parse_directory
-from imgfs.filesystems.fat.table import FatTable, byte_runs
+from imgfs.filesystems.fat.table import FatTable, byte_runs, read_runs
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import ExtentStream, Stream, read_exact
+from imgfs.io.stream import ExtentStream, Stream
 from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ class ExfatFilesystem(Filesystem):
         self.block_size = boot.cluster_size
         self.total_size = boot.volume_size
         self._uid, self._gid, self._ino_base = options.uid, options.gid, options.ino_base
-        self._cluster_shift = boot.cluster_size.bit_length() - 1
         self.table = FatTable(stream, boot.fat_offset, 0, boot.cluster_count, cache, LAYER)
         self.root = Node("", DEFAULT_DIR_MODE, 0, self._ino_base + ROOT_INO, 1, self._uid, self._gid,
                          handle=DirHandle(boot.root_cluster, False, -1))
@@ -99,18 +98,6 @@ class ExfatFilesystem(Filesystem):
                                f"{length} bytes", layer=LAYER, offset=self.table.entry_offset(runs[-1][0]))
         return runs
 
-    def _read_runs(self, runs: list[tuple[int, int]], length: int, what: str) -> tuple[bytes, list[int]]:
-        """The bytes of the runs, and the volume offset of each of their clusters."""
-        boot = self.boot
-        pieces = byte_runs(runs, boot.heap_offset, boot.cluster_size, length)
-        data = b"".join(self._read(offset, size, what) for offset, size in pieces)
-        starts = [offset + k * boot.cluster_size for offset, size in pieces
-                  for k in range(-(-size // boot.cluster_size))]
-        return data, starts
-
-    def _read(self, offset: int, length: int, what: str) -> bytes:
-        return read_exact(self.stream, offset, length, LAYER, what)
-
     # -- directories -------------------------------------------------------------------------------
 
     def _read_directory(self, handle: DirHandle, what: str) -> tuple[bytes, Callable[[int], int]]:
@@ -131,9 +118,7 @@ class ExfatFilesystem(Filesystem):
         else:
             length = handle.size
             runs = self._runs(what, handle.cluster, handle.contiguous, length)
-        data, starts = self._read_runs(runs, length, what)
-        shift, low = self._cluster_shift, self.boot.cluster_size - 1
-        return data, lambda pos: starts[pos >> shift] + (pos & low)
+        return read_runs(self.stream, runs, self.boot.heap_offset, self.boot.cluster_size, length, LAYER, what)
 
     def _load_children(self, node: Node) -> dict[str, Node]:
         handle = node.handle
@@ -214,8 +199,9 @@ class ExfatFilesystem(Filesystem):
             if not want <= length <= MAX_BITMAP_READ:
                 return None
             try:
-                data, _ = self._read_runs(self._runs("the allocation bitmap", cluster, False, want), want,
-                                          "the allocation bitmap")
+                data, _ = read_runs(self.stream, self._runs("the allocation bitmap", cluster, False, want),
+                                    self.boot.heap_offset, self.boot.cluster_size, want, LAYER,
+                                    "the allocation bitmap")
             except ImageError as exc:
                 log.warning("%s: %s", self.stream.name, exc)
                 return None

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Optional
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.fat.bootsector import LAYER, BootSector
 from imgfs.filesystems.fat.directory import Listing, parse_directory
-from imgfs.filesystems.fat.table import FatTable, byte_runs
+from imgfs.filesystems.fat.table import FatTable, byte_runs, read_runs
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import ExtentStream, Stream, read_exact
 from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
@@ -62,7 +62,6 @@ class FatFilesystem(Filesystem):
         self.block_size = boot.cluster_size
         self.total_size = boot.volume_size
         self._uid, self._gid, self._ino_base = options.uid, options.gid, options.ino_base
-        self._cluster_shift = boot.cluster_size.bit_length() - 1  # both factors are powers of two
         self._max_dir_clusters = max(1, MAX_DIRECTORY_SIZE // boot.cluster_size)
         self.table = FatTable(stream, boot.fat_offset, boot.fat_bits, boot.cluster_count, cache, LAYER)
         self.root = Node("", DEFAULT_DIR_MODE, 0, self._ino_base + ROOT_INO, 1, self._uid, self._gid,
@@ -91,14 +90,7 @@ class FatFilesystem(Filesystem):
             raise CorruptImage(f"{what}: the cluster chain is longer than a directory may be "
                                f"({MAX_DIRECTORY_SIZE} bytes)", layer=LAYER, offset=self.table.entry_offset(cluster))
         size = sum(count for _, count in runs) * boot.cluster_size
-        pieces = byte_runs(runs, boot.data_offset, boot.cluster_size, size)
-        data = b"".join(self._read(offset, length, what) for offset, length in pieces)
-        if len(pieces) == 1:
-            start = pieces[0][0]
-            return data, lambda pos: start + pos
-        shift, low = self._cluster_shift, boot.cluster_size - 1
-        starts = [offset + k * boot.cluster_size for offset, length in pieces for k in range(length >> shift)]
-        return data, lambda pos: starts[pos >> shift] + (pos & low)
+        return read_runs(self.stream, runs, boot.data_offset, boot.cluster_size, size, LAYER, what)
 
     def _load_children(self, node: Node) -> dict[str, Node]:
         handle = node.handle

@@ -15,7 +15,7 @@ from __future__ import annotations
 import array
 import sys
 from collections.abc import Sequence
-from typing import Union
+from typing import Callable, Union
 
 from imgfs.errors import CorruptImage
 from imgfs.io.cache import BlockCache, new_cache_id
@@ -150,3 +150,17 @@ def byte_runs(runs: Sequence[tuple[int, int]], heap_offset: int, cluster_size: i
         pieces.append((heap_offset + (start - 2) * cluster_size, size))
         left -= size
     return pieces
+
+
+def read_runs(stream: Stream, runs: Sequence[tuple[int, int]], heap_offset: int, cluster_size: int, length: int,
+              layer: str, what: str) -> tuple[bytes, Callable[[int], int]]:
+    """The first ``length`` bytes of a chain's runs, and where a position in them lies in the volume
+    (a directory entry's offset, for its inode number)."""
+    pieces = byte_runs(runs, heap_offset, cluster_size, length)
+    data = b"".join(read_exact(stream, offset, size, layer, what) for offset, size in pieces)
+    if len(pieces) == 1:
+        start = pieces[0][0]
+        return data, lambda pos: start + pos
+    shift, low = cluster_size.bit_length() - 1, cluster_size - 1  # cluster sizes are powers of two
+    starts = [offset + k * cluster_size for offset, size in pieces for k in range(-(-size // cluster_size))]
+    return data, lambda pos: starts[pos >> shift] + (pos & low)
