@@ -143,9 +143,7 @@ class IsoFilesystem(Filesystem):
 
     def _check_path_table(self, vd: VolumeDescriptor) -> None:
         """A directory the path table places past the end of the file means a truncated image."""
-        header = self.stream.pread(vd.sector * 2048, 2048)
-        table_size, table_lba = struct.unpack_from("<I", header, 132)[0], struct.unpack_from("<I", header, 140)[0]
-        table_offset = table_lba * vd.block_size
+        table_size, table_offset = vd.path_table_size, vd.path_table_lba * vd.block_size
         if not 0 < table_size <= MAX_PATH_TABLE_SIZE or table_offset + table_size > vd.space_blocks * vd.block_size:
             return  # no usable path table: nothing to check
         table = self.stream.pread(table_offset, table_size)

@@ -34,6 +34,8 @@ class VolumeDescriptor(NamedTuple):
     system_id: str
     root_record: bytes
     joliet_level: int = 0
+    path_table_size: int = 0
+    path_table_lba: int = 0  # the little-endian (type L) path table
 
 
 class Record(NamedTuple):
@@ -89,8 +91,9 @@ def _parse_descriptor(raw: bytes, sector: int, offset: int) -> VolumeDescriptor:
         level = JOLIET_ESCAPES.get(raw[88:91], 0)
         kind = "joliet" if level else ("enhanced" if raw[6] == 2 else "supplementary")
     text = (lambda b: b.decode("utf-16-be", "replace").rstrip(" \x00")) if level else decode_a_chars
+    table_size, table_lba = struct.unpack_from("<I", raw, 132)[0], struct.unpack_from("<I", raw, 140)[0]
     return VolumeDescriptor(kind, sector, block_size, space_blocks, text(raw[40:72]), text(raw[8:40]),
-                            root, level)
+                            root, level, table_size, table_lba)
 
 
 @functools.lru_cache(maxsize=8192)  # a disc has few distinct dates, and this is the hot path of a listing
