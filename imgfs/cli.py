@@ -19,23 +19,27 @@ from collections.abc import Iterator
 from typing import Callable, Optional
 
 from imgfs import __version__
-from imgfs.errors import ImageError
-from imgfs.image import OpenedImage, open_image
+from imgfs.errors import CorruptImage, EncryptedImage, ImageError
+from imgfs.image import OpenedImage, OpenSettings, open_image
 from imgfs.options import MountOptions, OptionError, parse_options
 from imgfs.tree import FsOptions, Node
 
 log = logging.getLogger("imgfs")
 
-COMMANDS = ("info", "ls", "cat", "umount")
+COMMANDS = ("info", "ls", "cat", "verify", "umount")
 READY = b"\0imgfs-ready\0"
 USAGE = """usage: imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d] [-s]
        imgfs info IMAGE [--json]
        imgfs ls IMAGE [PATH] [-l] [-R]
        imgfs cat IMAGE PATH
+       imgfs verify IMAGE
        imgfs umount MOUNTPOINT
 
 Mount options (-o, comma-separated): allow_other, uid=N, gid=N, umask=OCTAL, cache_size=SIZE,
-namespace=auto|rockridge|joliet|iso1999|iso9660, logfile=PATH. The mount is always read-only:
+namespace=auto|rockridge|udf|joliet|iso1999|iso9660, logfile=PATH, verify (check EDC/ECC of raw
+sectors and container checksums: a damaged file reads as EIO), rawviews (a .imgfs folder with
+info.json, tracks, earlier sessions, boot images, partitions), passfile=PATH (the passphrase of an
+encrypted image; else $IMGFS_PASSPHRASE, else a prompt on a terminal). The mount is always read-only:
 ro, rw, dev, suid, exec, noauto, nofail, user, users, defaults, _netdev and x-* are accepted and ignored.
 -f: stay in the foreground; -d: debug output (implies -f); -s: serve FUSE from one thread.
 An image named like a command mounts through a path: imgfs ./info /mnt/x"""
@@ -159,11 +163,41 @@ def _mount_main(argv: list[str]) -> int:
     return _serve_in_background(image, mountpoint, options)
 
 
-def _open(path: str, options: MountOptions) -> OpenedImage:
+def _open(path: str, options: MountOptions, verify: bool = False) -> OpenedImage:
+    settings = OpenSettings(cache_size=options.cache_size, verify=options.verify or verify,
+                            raw_views=options.raw_views, passphrase=_passphrase_source(path, options.passfile))
     return open_image(path, FsOptions(namespace=options.namespace,
                                       uid=os.getuid() if options.uid is None else options.uid,
                                       gid=os.getgid() if options.gid is None else options.gid),
-                      cache_size=options.cache_size)
+                      settings=settings)
+
+
+def _passphrase_source(path: str, passfile: Optional[str]) -> Callable[[], Optional[str]]:
+    """Where an encrypted image's passphrase comes from: -o passfile, $IMGFS_PASSPHRASE, or a prompt on a TTY.
+
+    Asked only when an image needs one, and at most once."""
+    asked: list[Optional[str]] = []
+
+    def get() -> Optional[str]:
+        if asked:
+            return asked[0]
+        value: Optional[str] = None
+        if passfile:
+            try:
+                with open(passfile, encoding="utf-8") as handle:
+                    value = handle.readline().rstrip("\r\n")
+            except OSError as exc:
+                raise EncryptedImage(f"cannot read the passphrase file {passfile}: {exc.strerror}") from None
+        elif "IMGFS_PASSPHRASE" in os.environ:
+            value = os.environ["IMGFS_PASSPHRASE"]
+        elif sys.stdin.isatty() and sys.stderr.isatty():
+            import getpass
+
+            value = getpass.getpass(f"passphrase for {os.path.basename(path)}: ", stream=sys.stderr)
+        asked.append(value)
+        return value
+
+    return get
 
 
 def _serve_in_background(image: OpenedImage, mountpoint: str, options: MountOptions) -> int:
@@ -262,6 +296,8 @@ def _run_command(name: str, argv: list[str]) -> int:
     parser.add_argument("-o", dest="options", action="append", default=[], help="options, as for mounting")
     if name == "info":
         parser.add_argument("--json", action="store_true")
+    elif name == "verify":
+        pass
     elif name == "ls":
         parser.add_argument("path", nargs="?", default="/")
         parser.add_argument("-l", dest="long", action="store_true")
@@ -269,16 +305,63 @@ def _run_command(name: str, argv: list[str]) -> int:
     else:
         parser.add_argument("path")
     args = parser.parse_args(argv)
-    image = _open(args.image, parse_options(args.options))
+    image = _open(args.image, parse_options(args.options), verify=name == "verify")
     try:
         if name == "info":
             return _info(image, args.json)
+        if name == "verify":
+            return _verify(image)
         image.require_content()
         if name == "ls":
             return _ls(image, args.path, args.long, args.recursive)
         return _cat(image, args.path)
     finally:
         image.close()
+
+
+def _verify(image: OpenedImage) -> int:
+    """Check every checksum the image has: EDC/ECC of raw sectors, container checksums."""
+    from imgfs.containers.optical.disc import Disc
+
+    problems: list[str] = []
+    checked: list[str] = []
+    for item in image.opened:
+        if isinstance(item, Disc):
+            checked.append(f"{item.format}: EDC/ECC of the raw data sectors")
+            problems += _verify_disc(item)
+        elif callable(getattr(item, "verify", None)):
+            checked.append(f"{type(item).__name__}: checksums")
+            problems += item.verify()
+    if not checked:
+        print(f"{image.path}: nothing to verify (no layer of this image carries checksums)")
+        return 0
+    for problem in problems:
+        print(f"imgfs: {problem}", file=sys.stderr)
+    verdict = f"{len(problems)} problem(s)" if problems else "OK"
+    print(f"{image.path}: {verdict} ({'; '.join(checked)})")
+    return 1 if problems else 0
+
+
+def _verify_disc(disc) -> list[str]:  # type: ignore[no-untyped-def]
+    from imgfs.containers.optical.disc import RAW, SUBCHANNEL, SectorStream
+
+    problems = []
+    for track in disc.tracks:
+        if track.is_audio or track.source is None or track.sector_size not in (RAW, RAW + SUBCHANNEL):
+            continue
+        view = SectorStream(track.source, track.file_offset, track.file_sectors, track.sector_size,
+                            track.user_offset or 0, verify=True, first_lba=track.file_lba, name=f"track {track.number}")
+        step = 256 * 2048
+        for offset in range(0, view.size, step):
+            try:
+                view.pread(offset, step)
+            except CorruptImage:
+                for sector in range(offset, min(view.size, offset + step), 2048):
+                    try:
+                        view.pread(sector, 2048)
+                    except CorruptImage as exc:
+                        problems.append(str(exc))
+    return problems
 
 
 def _info(image: OpenedImage, as_json: bool) -> int:
@@ -291,6 +374,8 @@ def _info(image: OpenedImage, as_json: bool) -> int:
             print(f"{layer['path']}: {layer['size']:,} bytes{segments}")
         elif "partitions" in layer:
             _print_partitions(layer)
+        elif "tracks" in layer and isinstance(layer["tracks"], list):
+            _print_tracks(layer)
         else:
             _print_layer(layer)
     return 0
@@ -323,6 +408,21 @@ def _print_partitions(layer: dict) -> None:
         clipped = f" (only {part['available']:,} bytes in the image)" if "available" in part else ""
         print(f"  {part['number']:>3} {first:>13} {part['size']:>16,}  {part['type']} [{part['type_id']}]"
               f"{name}{clipped}")
+
+
+def _print_tracks(layer: dict) -> None:
+    disc = {k: v for k, v in layer.items() if k not in ("layer", "tracks", "file", "cdtext", "notes")}
+    print(f"{layer['layer'].upper()} disc image {layer.get('file', '')}: " +
+          ", ".join(f"{k}={_fmt(v)}" for k, v in disc.items()))
+    for key, value in layer.get("cdtext", {}).items():
+        print(f"  CD-TEXT {key}: {value}")
+    print(f"  {'session':>7} {'track':>5}  {'mode':<22} {'start':>8} {'length':>8} {'pregap':>6}  file")
+    for t in layer["tracks"]:
+        extra = "".join(f" {k}={t[k]}" for k in ("isrc", "title", "performer", "flags") if k in t)
+        print(f"  {t['session']:>7} {t['track']:>5}  {t['mode']:<22} {t['start']:>8} {t['length']:>8} "
+              f"{t['pregap']:>6}  {os.path.basename(t.get('file', '-'))}{extra}")
+    for note in layer.get("notes", []):
+        print(f"  note: {note}")
 
 
 def _long_line(node: Node, name: str) -> str:

@@ -182,7 +182,7 @@ class ImgfsOperations(mfusepy.Operations):
         if path != "/":
             self._start_prefetch()
         parent = self.tree.lookup(path.rsplit("/", 1)[0]) if path != "/" else node
-        return [(".", node), ("..", parent), *fs.children(node).items()]
+        return [(".", node), ("..", parent), *self.tree.entries(node, fs).items()]
 
     @_fuse_errors
     def readdir(self, path: str, fh: int) -> list:

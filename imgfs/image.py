@@ -13,8 +13,11 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from imgfs.containers import OpenContext
+from imgfs.containers.optical.disc import Disc
+from imgfs.containers.optical.files import resolve, sibling
 from imgfs.containers.split import open_disk
 from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.io.cache import BlockCache
@@ -26,6 +29,12 @@ from imgfs.volumes import Partition, PartitionTable
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 64 << 20
+RAW_VIEWS = ".imgfs"  # the folder of raw views (-o rawviews)
+RAW_VIEWS_INO = 0xFFFF << VOLUME_INO_SHIFT
+
+
+def _no_passphrase() -> Optional[str]:
+    return None
 
 
 @dataclass
@@ -37,8 +46,11 @@ class OpenedImage:
     tree: Tree
     layers: list[dict[str, Any]] = field(default_factory=list)
 
+    opened: list[Any] = field(default_factory=list)  # every file and container opened, outermost first
+
     def close(self) -> None:
-        _close(self.stream)
+        for item in reversed(self.opened or [self.stream]):
+            _close(item)
 
     def require_content(self) -> None:
         """Refuse, in one line, an image in which nothing at all can be shown."""
@@ -63,27 +75,125 @@ class Volume:
         return f"{self.partition.number} {label}" if label else str(self.partition.number)
 
 
-def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DEFAULT_CACHE_SIZE) -> OpenedImage:
+@dataclass(frozen=True)
+class OpenSettings:
+    """How to open an image, beyond what each filesystem is told."""
+
+    cache_size: int = DEFAULT_CACHE_SIZE
+    verify: bool = False  # check EDC/ECC of raw sectors, checksums of containers
+    raw_views: bool = False  # add the .imgfs folder: info.json, tracks, sessions, boot images, partitions
+    passphrase: Callable[[], Optional[str]] = _no_passphrase
+
+
+MAX_CONTAINER_DEPTH = 4  # an encrypted DMG in a ...: more than this is a loop, not an image
+
+
+def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DEFAULT_CACHE_SIZE,
+               settings: Optional[OpenSettings] = None) -> OpenedImage:
     """Detect and open ``path``; any problem is an ``ImageError`` that names the layer."""
+    settings = settings or OpenSettings(cache_size=cache_size)
+    sheet = find_sheet(path)
+    if sheet:
+        log.info("%s: using the sheet %s beside it", path, sheet)
+        path = sheet
     stream = open_disk(path)
-    cache = BlockCache(cache_size)
+    cache = BlockCache(settings.cache_size)
+    ctx = OpenContext(path, cache, settings.verify, settings.passphrase)
     layers: list[dict[str, Any]] = [{"layer": "file", "path": path, "size": stream.size,
                                      **({"segments": len(stream.parts)} if hasattr(stream, "parts") else {})}]
+    opened: list[Any] = [stream]
+    extras: list[tuple[str, Stream]] = []  # raw views of the layers: (name, stream)
     try:
         fmt = detect(stream)
-        if fmt.kind == "volumes":
-            fs, tree = _open_volumes(path, stream, load(fmt.opener or "")(stream), cache, options, layers)
+        for _ in range(MAX_CONTAINER_DEPTH):
+            if fmt.kind != "container":
+                break
+            inner = load(fmt.opener or "")(stream, ctx)
+            opened.append(inner)
+            if isinstance(inner, Disc):
+                fs, tree = _open_disc(inner, cache, options, settings, layers)
+                break
+            layers.append({"layer": fmt.name, "description": fmt.description, **inner.describe()})
+            extras.append((f"{fmt.name}.img", inner))
+            stream = inner
+            fmt = detect(stream)
         else:
-            fs = _open_filesystem(fmt, stream, cache, options)
-            tree = Tree(fs)
-            layers.append({"layer": fmt.name, "description": fmt.description, **fs.describe()})
+            raise UnsupportedFormat(f"more than {MAX_CONTAINER_DEPTH} containers inside each other", layer=fmt.name)
+        if not isinstance(opened[-1], Disc):
+            if fmt.kind == "container":
+                raise UnsupportedFormat(f"{fmt.description} inside another container is not supported", layer=fmt.name)
+            if fmt.kind == "volumes":
+                table = load(fmt.opener or "")(stream)
+                fs, tree, volumes = _open_volumes(path, stream, table, cache, options, layers)
+                extras += [(f"partitions/{v.partition.number}.img", v.stream) for v in volumes]
+            else:
+                fs = _open_filesystem(fmt, stream, cache, options)
+                tree = Tree(fs)
+                layers.append({"layer": fmt.name, "description": fmt.description, **fs.describe()})
+            if settings.raw_views:
+                _add_raw_views(tree, layers, extras, _mtime(path))
     except BaseException:
-        _close(stream)
+        for item in reversed(opened):
+            _close(item)
         raise
-    return OpenedImage(path, stream, cache, fs, tree, layers)
+    image = OpenedImage(path, opened[0], cache, fs, tree, layers)
+    image.opened = opened
+    return image
 
 
-def _close(stream: Stream) -> None:
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def find_sheet(path: str) -> Optional[str]:
+    """The cue sheet, CloneCD or Alcohol descriptor that describes the data file ``path``, if one is beside it."""
+    if os.path.isdir(path) or not os.path.isfile(path):
+        return None
+    lower = path.lower()
+    if lower.endswith((".cue", ".ccd", ".mds", ".nrg")):
+        return None
+    named = sibling(path, (".cue", ".ccd", ".mds"))
+    if named and (not named.lower().endswith(".cue") or _cue_names(named, path)):
+        return named
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        sheets = sorted(e for e in os.listdir(folder) if e.lower().endswith(".cue"))[:64]
+    except OSError:
+        return None
+    for entry in sheets:  # redump: "Game (Track 1).bin" is named by "Game.cue"
+        candidate = os.path.join(folder, entry)
+        if _cue_names(candidate, path):
+            return candidate
+    return None
+
+
+def _cue_names(sheet: str, path: str) -> bool:
+    from imgfs.containers.optical import cue
+
+    try:
+        if os.path.getsize(sheet) > cue.MAX_SHEET:
+            return False
+        with open(sheet, "rb") as handle:
+            parsed = cue.parse(cue._decode(handle.read()), sheet)
+        target = os.path.realpath(path)
+        for entry in parsed.files:
+            try:
+                if os.path.realpath(resolve(sheet, entry.name)) == target:
+                    return True
+            except ImageError:
+                continue
+    except (OSError, ImageError):
+        return False
+    return False
+
+
+def _close(stream: Any) -> None:
+    if isinstance(stream, Disc):
+        stream.close()
+        return
     for part in getattr(stream, "parts", [stream]):
         close = getattr(part, "close", None)
         if close:
@@ -95,7 +205,7 @@ def _open_filesystem(fmt: Format, stream: Stream, cache: BlockCache, options: Fs
 
 
 def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCache, options: FsOptions,
-                  layers: list[dict[str, Any]]) -> tuple[Filesystem, Tree]:
+                  layers: list[dict[str, Any]]) -> tuple[Filesystem, Tree, list[Volume]]:
     layers.append(table.describe())
     volumes = [_volume(disk, part, cache, options) for part in table.partitions if _holds_data(part)]
     for vol in volumes:
@@ -104,7 +214,7 @@ def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCa
         layer.update(vol.fs.describe() if vol.fs else {"reason": vol.why_raw})
         layers.append(layer)
     if len(volumes) == 1 and volumes[0].fs is not None:
-        return volumes[0].fs, Tree(volumes[0].fs)
+        return volumes[0].fs, Tree(volumes[0].fs), volumes
     top = VirtualFilesystem(disk.size, os.stat(path).st_mtime_ns)
     if not volumes:
         top.empty_reason = (f"{table.scheme}: no partition has data in this image ({disk.size} bytes): the "
@@ -116,7 +226,7 @@ def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCa
             top.add_file(top.root, vol.folder, vol.stream)
         else:
             tree.mount(top.root, vol.folder, vol.fs)
-    return top, tree
+    return top, tree, volumes
 
 
 def _holds_data(part: Partition) -> bool:
@@ -136,3 +246,137 @@ def _volume(disk: Stream, part: Partition, cache: BlockCache, options: FsOptions
         log.warning("partition %d: %s; shown as %d.img", part.number, exc, part.number)
         return Volume(part, stream, None, None, str(exc))
     return Volume(part, stream, fs, fmt)
+
+
+# -- optical discs ----------------------------------------------------------------------------------
+
+
+def _open_disc(disc: Disc, cache: BlockCache, options: FsOptions, settings: OpenSettings,
+               layers: list[dict[str, Any]]) -> tuple[Filesystem, Tree]:
+    """The last session's filesystem at the root, audio tracks as ``Track NN.wav`` beside it."""
+    disc.prepare()
+    layers.append(disc.describe())
+    user = disc.user_stream(verify=settings.verify)
+    sessions: dict[int, Filesystem] = {}
+    root_fs: Optional[Filesystem] = None
+    for session in reversed(disc.sessions):
+        if root_fs is not None and not settings.raw_views:
+            break
+        data = [t for t in disc.session_tracks(session) if not t.is_audio and t.file_sectors > 0]
+        if not data:
+            continue
+        at_root = root_fs is None
+        fs = _disc_filesystem(user, data[0].start, cache,
+                              dataclasses.replace(options, ino_base=0 if at_root else session << VOLUME_INO_SHIFT),
+                              session, layers)
+        if fs is None:
+            continue
+        sessions[session] = fs
+        if at_root:
+            root_fs = fs
+            if session != disc.sessions[-1]:
+                log.warning("the last session holds no filesystem imgfs reads; showing session %d", session)
+    mtime = _mtime(disc.name)
+    extra = VirtualFilesystem(user.size, mtime, ino_base=RAW_VIEWS_INO)
+    if root_fs is None:
+        top = VirtualFilesystem(user.size, mtime)
+        tree = Tree(top)
+        for track in disc.tracks:
+            if not track.is_audio and track.file_sectors > 0:
+                top.add_file(top.root, f"Track {track.number:02d}.iso", _track_iso(disc, user, track))
+        root_fs = top
+    else:
+        tree = Tree(root_fs)
+    for track in disc.tracks:
+        if track.is_audio:
+            name = f"Track {track.number:02d}.wav"
+            node = extra.add_file(extra.root, name, disc.wav_stream(track))
+            tree.graft(root_fs.root, name, node, extra)
+    if isinstance(root_fs, VirtualFilesystem) and not root_fs.root.children and not extra.root.children:
+        root_fs.empty_reason = f"{disc.format}: no track of {disc.name} holds data or audio imgfs can show"
+    if settings.raw_views:
+        views: list[tuple[str, Stream]] = []
+        for track in disc.tracks:
+            if not track.is_audio and track.file_sectors > 0:
+                views.append((f"tracks/Track {track.number:02d}.iso", _track_iso(disc, user, track)))
+            views.append((f"tracks/Track {track.number:02d}.bin", disc.raw_stream(track)))
+        folder = _add_raw_views(tree, layers, views, mtime)
+        vfs = tree._mounts[id(folder)]
+        assert isinstance(vfs, VirtualFilesystem)
+        for session, fs in sessions.items():
+            if fs is not root_fs:
+                tree.mount(vfs.add_dir(folder, "sessions"), f"Session {session}", fs)
+    return root_fs, tree
+
+
+def _track_iso(disc: Disc, user: Stream, track: Any) -> Stream:
+    """A data track's user bytes from its INDEX 01 to the end of what is stored (what bchunk writes)."""
+    from imgfs.io.stream import SliceStream
+
+    first = max(track.start, track.file_lba)
+    count = max(0, track.file_lba + track.file_sectors - first)
+    return SliceStream(user, first * 2048, count * 2048, name=f"track {track.number}")
+
+
+def _disc_filesystem(user: Stream, start: int, cache: BlockCache, options: FsOptions, session: int,
+                     layers: list[dict[str, Any]]) -> Optional[Filesystem]:
+    """The filesystem of the session whose first data track starts at LBA ``start``, or None."""
+    from imgfs.io.stream import SliceStream
+
+    view = SliceStream(user, start * 2048, user.size - start * 2048) if start else user
+    try:
+        fmt = detect(view, kinds=("filesystem",))
+        if fmt.name in ("iso9660", "udf"):  # these address sectors absolutely: give them the whole disc
+            fs = _open_filesystem(fmt, user, cache, dataclasses.replace(options, start_sector=start))
+        else:
+            fs = _open_filesystem(fmt, view, cache, options)
+    except UnsupportedFormat as exc:
+        layers.append({"layer": "raw", "session": session, "start": start, "reason": str(exc)})
+        return None
+    except ImageError as exc:
+        log.warning("session %d: %s", session, exc)
+        layers.append({"layer": "raw", "session": session, "start": start, "reason": str(exc)})
+        return None
+    layers.append({"layer": fs.kind, "description": fmt.description, "session": session, "start": start,
+                   **fs.describe()})
+    return fs
+
+
+# -- raw views -----------------------------------------------------------------------------------------
+
+
+def _add_raw_views(tree: Tree, layers: list[dict[str, Any]], views: list[tuple[str, Stream]], mtime: int) -> Any:
+    """The ``.imgfs`` folder: ``info.json``, raw views of the layers, El Torito boot images."""
+    import json
+
+    from imgfs.io.stream import BytesStream
+
+    vfs = VirtualFilesystem(0, mtime, ino_base=RAW_VIEWS_INO + (1 << 40))
+    for path, stream in views + _boot_views(tree):
+        folder = vfs.root
+        *dirs, name = path.split("/")
+        for part in dirs:
+            folder = vfs.add_dir(folder, part)
+        vfs.add_file(folder, name, stream)
+    info = json.dumps({"layers": layers}, indent=2, default=str).encode() + b"\n"
+    vfs.add_file(vfs.root, "info.json", BytesStream(info, "info.json"))
+    tree.graft(tree.root, RAW_VIEWS, vfs.root, vfs)
+    return vfs.root
+
+
+def _boot_views(tree: Tree) -> list[tuple[str, Stream]]:
+    """El Torito boot images of the ISO 9660 filesystems in the tree, as ``boot/NAME``."""
+    try:
+        from imgfs.filesystems.iso9660 import IsoFilesystem
+        from imgfs.filesystems.iso9660.eltorito import boot_images
+    except ImportError:
+        return []
+    views: list[tuple[str, Stream]] = []
+    for fs in tree.filesystems:
+        if isinstance(fs, IsoFilesystem):
+            try:
+                for image in boot_images(fs.stream, fs.descriptors, fs):
+                    views.append((f"boot/{image.name}", image.stream()))
+            except (ImageError, OSError, ValueError) as exc:
+                log.warning("El Torito boot catalog unreadable: %s", exc)
+    return views

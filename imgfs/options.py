@@ -31,6 +31,9 @@ class MountOptions:
     namespace: str = "auto"
     logfile: Optional[str] = None
     single_threaded: bool = False
+    verify: bool = False  # check EDC/ECC of raw sectors and container checksums while reading
+    raw_views: bool = False  # the .imgfs folder: info.json, tracks, sessions, boot images, partitions
+    passfile: Optional[str] = None  # a file holding the passphrase of an encrypted image
     fuse_flags: list[str] = field(default_factory=list)
 
 
@@ -64,11 +67,18 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
         opts.allow_other = True
     elif key == "single_threaded":
         opts.single_threaded = True
+    elif key == "verify" and value is None:
+        opts.verify = True
+    elif key == "rawviews" and value is None:
+        opts.raw_views = True
+    elif key in ("passphrase", "password", "pass"):
+        raise OptionError(f"{key}= is not accepted on the command line, where other users can read it: "
+                          "use passfile=FILE or the IMGFS_PASSPHRASE environment variable")
     elif key in PASSED_TO_FUSE and value is None:
         opts.fuse_flags.append(key)
     elif value is None:
         raise OptionError(f"unknown option {key!r}" if key not in ("uid", "gid", "umask", "cache_size",
-                                                                    "namespace", "logfile")
+                                                                    "namespace", "logfile", "passfile")
                           else f"option {key} needs a value ({key}=...)")
     elif key == "uid":
         opts.uid = _number(key, value)
@@ -84,5 +94,7 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
         opts.namespace = value
     elif key == "logfile":
         opts.logfile = value
+    elif key == "passfile":
+        opts.passfile = value
     else:
         raise OptionError(f"unknown option {key}={value}")

@@ -43,10 +43,17 @@ class Format:
     hint: str = ""  # what to tell the user when it cannot be read
 
     def matches(self, stream: Stream) -> bool:
-        return any(m.find(stream) for m in self.magics) and (self.probe is None or self.probe(stream))
+        """Any one magic (a format with none is found by its probe alone), then the probe."""
+        return (not self.magics or any(m.find(stream) for m in self.magics)) and \
+            (self.probe is None or self.probe(stream))
 
     def why_not(self) -> str:
+        if not self.magics:
+            return "its probe did not match"
         return " or ".join(str(m) for m in self.magics) + " not found"
+
+
+SYNC = b"\x00" + b"\xff" * 10 + b"\x00"  # the sync pattern that starts every raw CD data sector
 
 
 def _probe(module: str) -> Callable[[Stream], bool]:
@@ -69,6 +76,11 @@ def _has_nsr(stream: Stream) -> bool:
 
 
 FORMATS: tuple[Format, ...] = (
+    # Containers first: an NRG or a raw sector dump may also hold "CD001" where an ISO has it.
+    Format("cue", "CUE sheet (BIN/CUE)", "container", (), opener="imgfs.containers.optical.cue:open_cue",
+           probe=_probe("imgfs.containers.optical.cue")),
+    Format("raw-sectors", "raw CD sectors (2352/2448 bytes) without a sheet", "container", (Magic(0, SYNC),),
+           opener="imgfs.containers.optical.raw:open_raw_sectors", probe=_probe("imgfs.containers.optical.raw")),
     Format("iso9660", "ISO 9660 filesystem (Joliet, Rock Ridge)", "filesystem", (Magic(32769, b"CD001"),),
            opener="imgfs.filesystems.iso9660:IsoFilesystem"),
     Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,

@@ -29,6 +29,7 @@ class FsOptions:
     uid: int = 0  # owner of entries the filesystem gives no owner
     gid: int = 0
     ino_base: int = 0  # added to every inode number, so that volumes of one disk never collide
+    start_sector: int = 0  # optical discs: the session's first 2048-byte sector (VDs at +16, UDF anchor at +256)
 
 
 class Node:
@@ -111,12 +112,12 @@ class VirtualFilesystem(Filesystem):
 
     kind = "volumes"
 
-    def __init__(self, total_size: int, mtime_ns: int = 0) -> None:
+    def __init__(self, total_size: int, mtime_ns: int = 0, ino_base: int = 0) -> None:
         super().__init__()
         self.empty_reason = ""  # why there is nothing to show, when that is so
         self.total_size = total_size
         self._mtime_ns = mtime_ns
-        self._next_ino = 1
+        self._next_ino = ino_base + 1
         self.root = self.make_dir()
 
     def _ino(self) -> int:
@@ -126,6 +127,15 @@ class VirtualFilesystem(Filesystem):
     def make_dir(self) -> Node:
         node = Node("", DEFAULT_DIR_MODE, 0, self._ino(), 2, mtime_ns=self._mtime_ns)
         node.children = {}
+        return node
+
+    def add_dir(self, parent: Node, name: str) -> Node:
+        """The folder ``name`` of ``parent``, made when it is not there yet."""
+        assert parent.children is not None
+        node = parent.children.get(name)
+        if node is None:
+            node = parent.children[name] = self.make_dir()
+            node.name = name
         return node
 
     def add_file(self, parent: Node, name: str, stream: Stream) -> Node:
@@ -144,13 +154,19 @@ class VirtualFilesystem(Filesystem):
 
 
 class Tree:
-    """Path look-up over a top filesystem and the filesystems mounted in its folders."""
+    """Path look-up over a top filesystem and the filesystems mounted in its folders.
+
+    ``mount`` shows a filesystem as a folder of a virtual directory; ``graft`` adds a node of another
+    filesystem to any directory, even one of a real filesystem (the ``Track NN.wav`` files beside a
+    mixed-mode disc's data, the ``.imgfs`` folder of raw views). An entry of the directory itself wins
+    over a grafted one of the same name.
+    """
 
     def __init__(self, fs: Filesystem) -> None:
         self.fs = fs
         self.root = fs.root
-        self._mounts: dict[int, Filesystem] = {}  # id(root node of a mounted fs) -> that fs
-        self._owner: dict[int, Filesystem] = {}
+        self._mounts: dict[int, Filesystem] = {}  # id(node) -> the filesystem it belongs to, where it changes
+        self._grafts: dict[int, dict[str, Node]] = {}  # id(directory) -> extra entries
 
     def mount(self, parent: Node, name: str, fs: Filesystem) -> None:
         """Show ``fs`` as the folder ``name`` of a virtual directory ``parent``."""
@@ -158,9 +174,22 @@ class Tree:
         parent.children[name] = fs.root
         self._mounts[id(fs.root)] = fs
 
+    def graft(self, parent: Node, name: str, node: Node, fs: Filesystem) -> None:
+        """Show ``node`` of ``fs`` as ``name`` in the directory ``parent``."""
+        self._grafts.setdefault(id(parent), {})[name] = node
+        self._mounts[id(node)] = fs
+
     @property
     def filesystems(self) -> list[Filesystem]:
-        return [self.fs, *self._mounts.values()]
+        return [self.fs, *{id(fs): fs for fs in self._mounts.values()}.values()]
+
+    def entries(self, node: Node, fs: Filesystem) -> dict[str, Node]:
+        """The children of directory ``node`` of ``fs``, with what is grafted there."""
+        kids = fs.children(node)
+        extra = self._grafts.get(id(node))
+        if extra:
+            kids = {**extra, **kids}
+        return kids
 
     def resolve(self, path: str) -> tuple[Node, Filesystem]:
         node, fs = self.root, self.fs
@@ -169,7 +198,7 @@ class Tree:
                 continue
             if not node.is_dir:
                 raise NotADirectoryError(path)
-            child = fs.children(node).get(part)
+            child = self.entries(node, fs).get(part)
             if child is None:
                 raise FileNotFoundError(path)
             node = child
@@ -183,7 +212,7 @@ class Tree:
         node, fs = self.resolve(path)
         if not node.is_dir:
             raise NotADirectoryError(path)
-        return fs.children(node)
+        return self.entries(node, fs)
 
     def open(self, path: str) -> Stream:
         node, fs = self.resolve(path)

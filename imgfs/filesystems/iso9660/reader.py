@@ -67,7 +67,8 @@ class IsoFilesystem(Filesystem):
         self._default_uid, self._default_gid = options.uid, options.gid
         self._ino_base = options.ino_base
         namespace = options.namespace
-        self.descriptors = read_descriptors(stream)
+        self.descriptors = read_descriptors(stream, options.start_sector)
+        self.start_sector = options.start_sector
         primary = self._descriptor("primary")
         self._su_skip = 0
         self._primary_unreadable = False

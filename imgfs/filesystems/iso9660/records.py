@@ -56,25 +56,26 @@ def decode_a_chars(raw: bytes) -> str:
     return raw.decode("latin-1").rstrip(" \x00")
 
 
-def read_descriptors(stream: Stream) -> list[VolumeDescriptor]:
-    """Every usable volume descriptor of the set starting at sector 16."""
+def read_descriptors(stream: Stream, start_sector: int = 0) -> list[VolumeDescriptor]:
+    """Every usable volume descriptor of the set starting at sector 16 of the session at ``start_sector``."""
     found: list[VolumeDescriptor] = []
+    base = start_sector * 2048 + SYSTEM_AREA_SIZE
     for index in range(MAX_DESCRIPTORS):
-        offset = SYSTEM_AREA_SIZE + index * 2048
+        offset = base + index * 2048
         raw = stream.pread(offset, 2048)
         if len(raw) < 2048 or raw[1:6] != b"CD001":
             if index == 0:
-                raise UnsupportedFormat("no ISO 9660 volume descriptor (CD001) at byte 32769", layer="iso9660")
+                raise UnsupportedFormat(f"no ISO 9660 volume descriptor (CD001) at byte {base + 1}", layer="iso9660")
             raise CorruptImage("volume descriptor set ends without a terminator", layer="iso9660",
                                offset=offset)
         vd_type = raw[0]
         if vd_type == VD_TERMINATOR:
             break
         if vd_type in (VD_PRIMARY, VD_SUPPLEMENTARY):
-            found.append(_parse_descriptor(raw, index + 16, offset))
+            found.append(_parse_descriptor(raw, start_sector + index + 16, offset))
     if not found:
         raise UnsupportedFormat("no primary or supplementary volume descriptor", layer="iso9660",
-                                offset=SYSTEM_AREA_SIZE)
+                                offset=base)
     return found
 
 

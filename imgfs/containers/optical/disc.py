@@ -1,0 +1,332 @@
+"""A CD or DVD as a sidecar (cue, NRG, MDS, CCD) describes it: sessions of tracks of raw sectors.
+
+Addresses are absolute logical block addresses (LBA 0 = MSF 00:02:00), as in the disc's TOC and in
+the directory records of its filesystems. A track's ``start`` is its INDEX 01; its ``length`` runs to
+the next track's INDEX 01 (or to the end of the stored data for the last one): the TOC convention,
+which is also what ``cd-info`` reports. Each track says where its sectors are stored: ``file_lba`` is
+the LBA of the first stored sector (INDEX 00 when the pregap is stored, else INDEX 01), at
+``file_offset`` in ``source``, ``sector_size`` bytes per sector, ``file_sectors`` of them. Sectors of a
+track that are not stored (a ``PREGAP``, a TAO gap, the gap between sessions) read as zeros.
+
+Two views come out of a disc:
+
+* ``user_stream()``: the 2048 user bytes of every sector of the whole disc at ``LBA * 2048``, data
+  tracks at their absolute place, zeros elsewhere. Filesystems read through it, never through one
+  track, because their directory records hold absolute LBAs.
+* ``pcm_stream(track)`` / ``wav_stream(track)``: an audio track's 2352-byte sectors as 16-bit
+  little-endian stereo PCM, from INDEX 01 to the next track's INDEX 01.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from imgfs.errors import CorruptImage
+from imgfs.io.stream import BytesStream, ConcatStream, Extent, ExtentStream, Stream
+
+SYNC = b"\x00" + b"\xff" * 10 + b"\x00"
+RAW = 2352  # a whole CD sector: sync, header, user data, EDC/ECC (or 2352 bytes of audio)
+USER = 2048  # the user data of a Mode 1 or Mode 2 Form 1 sector
+SUBCHANNEL = 96  # P-W subchannel bytes after a raw sector in 2448-byte images
+SESSION_GAP = 11400  # lead-out (6750) + lead-in (4500) + pregap (150) between two sessions
+SECTOR_SIZES = (2048, 2324, 2328, 2336, 2340, 2352, 2368, 2448)
+
+AUDIO = "AUDIO"
+MODE1 = "MODE1"
+MODE2 = "MODE2"  # XA Form 1/Form 2 (2048 user bytes at +24 of a raw sector) or formless
+MODE0 = "MODE0"
+DATA_MODES = (MODE1, MODE2, MODE0)
+
+
+@dataclass
+class Track:
+    number: int
+    mode: str  # AUDIO, MODE1, MODE2 (also CD-i, XA); MODE0 only for empty tracks
+    start: int  # LBA of INDEX 01
+    length: int  # sectors from INDEX 01 to the next track's INDEX 01
+    sector_size: int = RAW  # bytes per stored sector: 2048, 2336, 2352 or 2448 (2352 + subchannel)
+    source: Optional[Stream] = None  # the data file; None: nothing stored (a descriptor without data)
+    file_lba: int = 0  # LBA of the first stored sector
+    file_offset: int = 0  # where that sector is in ``source``
+    file_sectors: int = 0  # how many sectors are stored, from ``file_lba``
+    session: int = 1
+    pregap: int = 0  # sectors before INDEX 01 that belong to this track (stored or not)
+    swap: bool = False  # audio stored big-endian (cue MOTOROLA)
+    user_offset: Optional[int] = None  # where the 2048 user bytes sit in a stored sector; None: detect
+    sheet_mode: str = ""  # the mode as the sheet names it ("MODE2/2352", "ETNF mode 3", ...)
+    isrc: str = ""
+    title: str = ""
+    performer: str = ""
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def is_audio(self) -> bool:
+        return self.mode == AUDIO
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"track": self.number, "session": self.session, "mode": self.sheet_mode or self.mode,
+                                "start": self.start, "length": self.length, "pregap": self.pregap,
+                                "sector_size": self.sector_size}
+        if not self.is_audio and self.user_offset is not None:
+            info["user_data_at"] = self.user_offset
+        for key in ("isrc", "title", "performer"):
+            if getattr(self, key):
+                info[key] = getattr(self, key)
+        if self.flags:
+            info["flags"] = " ".join(self.flags)
+        if self.source is not None:
+            info["file"] = self.source.name
+        return info
+
+
+@dataclass
+class Disc:
+    format: str  # "cue", "nrg", "mds", "ccd", "raw"
+    tracks: list[Track]  # in disc order
+    name: str = ""  # the sidecar or image file
+    catalog: str = ""  # MCN / UPC
+    cdtext: dict[str, str] = field(default_factory=dict)  # TITLE, PERFORMER, ... of the disc
+    notes: list[str] = field(default_factory=list)  # what the sheet held that imgfs does not use
+    details: dict[str, Any] = field(default_factory=dict)  # format-specific, for ``imgfs info``
+    files: list[Stream] = field(default_factory=list)  # every data file opened, to close
+
+    @property
+    def sessions(self) -> list[int]:
+        return sorted({t.session for t in self.tracks})
+
+    def session_tracks(self, session: int) -> list[Track]:
+        return [t for t in self.tracks if t.session == session]
+
+    @property
+    def leadout(self) -> int:
+        return max((t.end for t in self.tracks), default=0)
+
+    def close(self) -> None:
+        for stream in self.files:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"layer": self.format, "file": self.name, "sessions": len(self.sessions),
+                                "tracks": [t.describe() for t in self.tracks], "leadout": self.leadout}
+        if self.catalog:
+            info["catalog"] = self.catalog
+        if self.cdtext:
+            info["cdtext"] = dict(self.cdtext)
+        if self.notes:
+            info["notes"] = list(self.notes)
+        info.update(self.details)
+        return info
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check every track against its data file and find where data sectors keep their user bytes."""
+        for track in self.tracks:
+            if track.source is None or track.file_sectors <= 0:
+                continue
+            stored_end = track.file_offset + track.file_sectors * track.sector_size
+            if stored_end > track.source.size:
+                whole = max(0, (track.source.size - track.file_offset) // track.sector_size)
+                raise CorruptImage(f"track {track.number} needs {track.file_sectors} sectors of "
+                                   f"{track.sector_size} bytes from byte {track.file_offset} of "
+                                   f"{track.source.name}, which holds only {whole}: the file is truncated",
+                                   layer=self.format, offset=track.source.size)
+            if not track.is_audio and track.user_offset is None:
+                track.user_offset = detect_user_offset(track)
+
+    def user_stream(self, verify: bool = False) -> Stream:
+        """The 2048-byte user data of every sector of the disc, at ``LBA * 2048``."""
+        extents: list[Extent] = []
+        pos = 0  # in sectors
+        for track in sorted(self.tracks, key=lambda t: t.file_lba):
+            if track.is_audio or track.source is None or track.file_sectors <= 0:
+                continue
+            first = max(track.file_lba, pos)
+            if first > pos:
+                extents.append(Extent((first - pos) * USER, None))
+            skip = first - track.file_lba
+            count = track.file_sectors - skip
+            if count <= 0:
+                continue
+            view = SectorStream(track.source, track.file_offset + skip * track.sector_size, count,
+                                track.sector_size, track.user_offset or 0, verify=verify and track.sector_size in (RAW, RAW + SUBCHANNEL),
+                                first_lba=first, name=f"track {track.number}")
+            extents.append(Extent(view.size, view, 0))
+            pos = first + count
+        if self.leadout > pos:
+            extents.append(Extent((self.leadout - pos) * USER, None))
+        return ExtentStream(extents, name=f"{self.name} (user data)")
+
+    def raw_stream(self, track: Track) -> Stream:
+        """A track's stored sectors as they are in the file (``Track NN.bin``)."""
+        if track.source is None:
+            return BytesStream(b"", name=f"track {track.number}")
+        return _Slice(track.source, track.file_offset, track.file_sectors * track.sector_size)
+
+    def pcm_stream(self, track: Track) -> Stream:
+        """Audio: 2352 bytes per sector from INDEX 01 to the next track's INDEX 01, little-endian."""
+        extents: list[Extent] = []
+        lba = track.start
+        for part in sorted(self.tracks, key=lambda t: t.file_lba):
+            if part.source is None or part.file_sectors <= 0 or lba >= track.end:
+                continue
+            first, last = max(lba, part.file_lba), min(track.end, part.file_lba + part.file_sectors)
+            if last <= first:
+                continue
+            if first > lba:
+                extents.append(Extent((first - lba) * RAW, None))
+            view: Stream = _Slice(part.source, part.file_offset + (first - part.file_lba) * part.sector_size,
+                                  (last - first) * part.sector_size)
+            if part.sector_size != RAW:
+                view = SectorStream(view.base, view.offset, last - first, part.sector_size, 0, user_size=RAW,
+                                    name=f"track {part.number}")
+            if part.swap:
+                view = SwappedStream(view)
+            extents.append(Extent(view.size, view, 0))
+            lba = last
+        if track.end > lba:
+            extents.append(Extent((track.end - lba) * RAW, None))
+        return ExtentStream(extents, name=f"track {track.number} (audio)")
+
+    def wav_stream(self, track: Track) -> Stream:
+        pcm = self.pcm_stream(track)
+        return ConcatStream([BytesStream(wav_header(pcm.size), "RIFF header"), pcm], name=f"Track {track.number:02d}.wav")
+
+
+class _Slice(Stream):
+    """A byte range of a data file (kept apart from SliceStream so that its base stays reachable)."""
+
+    def __init__(self, base: Stream, offset: int, size: int) -> None:
+        self.base, self.offset, self.size, self.name = base, offset, size, base.name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        n = self._clamp(offset, length)
+        return self.base.pread(self.offset + offset, n)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        n = self._clamp(offset, len(buf))
+        return self.base.readinto(self.offset + offset, memoryview(buf)[:n])
+
+
+def wav_header(pcm_size: int) -> bytes:
+    """RIFF/WAVE header for 44.1 kHz, 16-bit, stereo PCM of ``pcm_size`` bytes."""
+    riff_size = min(0xFFFFFFFF, 36 + pcm_size)
+    return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 2, 44100, 44100 * 4, 4, 16) +
+            b"data" + struct.pack("<I", min(0xFFFFFFFF, pcm_size)))
+
+
+def detect_user_offset(track: Track) -> int:
+    """Where a data track's 2048 user bytes sit in each stored sector, from the sector size and header."""
+    size = track.sector_size
+    if size in (2048, 2324, 2328):
+        return 0
+    if size in (2336, 2340, 2368):  # Mode 2 without sync and header: XA subheader, then data
+        return 8 if track.mode != MODE1 else 0
+    mode = track.mode
+    assert track.source is not None
+    # Look at the sector header of the volume descriptor area, or of the first stored sector.
+    for index in (16, 0):
+        if index >= track.file_sectors:
+            continue
+        head = track.source.pread(track.file_offset + index * size, 24)
+        if len(head) == 24 and head[:12] == SYNC:
+            if head[15] == 1:
+                return 16
+            if head[15] == 2:
+                return 24 if head[16:20] == head[20:24] else 16
+    return 16 if mode == MODE1 else 24
+
+
+class SectorStream(Stream):
+    """``count`` stored sectors of ``sector_size`` bytes, seen as ``user_size`` bytes each from ``user_offset``.
+
+    One ``pread`` of the raw sectors a request covers, then memoryview slices: never one call per
+    sector. With ``verify``, raw data sectors have their EDC and ECC checked (``imgfs.containers.optical.edc``),
+    each sector once.
+    """
+
+    def __init__(self, base: Stream, offset: int, count: int, sector_size: int, user_offset: int,
+                 user_size: int = USER, verify: bool = False, first_lba: int = 0, name: str = "sectors") -> None:
+        if user_offset + user_size > sector_size:
+            user_size = sector_size - user_offset  # 2324-byte Form 2 storage seen through the 2048 view
+        self.base, self.offset, self.count = base, offset, count
+        self.sector_size, self.user_offset, self.user_size = sector_size, user_offset, user_size
+        self.size = count * USER if user_size < USER else count * user_size
+        self._stride = USER if user_size < USER else user_size
+        self.verify, self.first_lba, self.name = verify, first_lba, name
+        self._verified = bytearray((count + 7) // 8 if verify else 0)  # one bit per sector checked
+
+    def _raw(self, first: int, last: int) -> bytes:
+        want = (last - first) * self.sector_size
+        raw = self.base.pread(self.offset + first * self.sector_size, want)
+        if len(raw) < want:
+            raise CorruptImage(f"{self.name}: sector {first + len(raw) // self.sector_size} is past the end of "
+                               f"{self.base.name}", layer="sectors", offset=self.offset + first * self.sector_size + len(raw))
+        if self.verify:
+            self._check(raw, first, last)
+        return raw
+
+    def _check(self, raw: bytes, first: int, last: int) -> None:
+        from imgfs.containers.optical.edc import check_sector
+
+        for i in range(first, last):
+            if self._verified[i >> 3] & (1 << (i & 7)):
+                continue
+            sector = raw[(i - first) * self.sector_size : (i - first) * self.sector_size + RAW]
+            problem = check_sector(sector)
+            if problem:
+                raise CorruptImage(f"{self.name}: sector LBA {self.first_lba + i} fails its {problem} check",
+                                   layer="verify", offset=self.offset + i * self.sector_size)
+            self._verified[i >> 3] |= 1 << (i & 7)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        n = self._clamp(offset, len(buf))
+        if n == 0:
+            return 0
+        stride = self._stride
+        first, last = offset // stride, (offset + n - 1) // stride + 1
+        raw = memoryview(self._raw(first, last))
+        out = memoryview(buf)
+        size, uo, us = self.sector_size, self.user_offset, self.user_size
+        pos = 0
+        skip = offset - first * stride
+        for i in range(last - first):
+            begin = skip if i == 0 else 0
+            take = min(stride - begin, n - pos)
+            if take <= 0:
+                break
+            base = i * size + uo + begin
+            have = max(0, min(take, us - begin))
+            out[pos : pos + have] = raw[base : base + have]
+            if have < take:
+                out[pos + have : pos + take] = bytes(take - have)
+            pos += take
+        return n
+
+    def pread(self, offset: int, length: int) -> bytes:
+        buf = bytearray(self._clamp(offset, length))
+        n = self.readinto(offset, memoryview(buf))
+        return bytes(buf[:n])
+
+
+class SwappedStream(Stream):
+    """16-bit samples stored big-endian (cue ``MOTOROLA``), read little-endian."""
+
+    def __init__(self, base: Stream) -> None:
+        self.base, self.size, self.name = base, base.size, base.name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        n = self._clamp(offset, length)
+        start, end = offset & ~1, min(self.size, (offset + n + 1) & ~1)
+        data = bytearray(self.base.pread(start, end - start))
+        data[0::2], data[1::2] = data[1::2], data[0::2]
+        return bytes(data[offset - start : offset - start + n])
