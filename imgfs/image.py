@@ -295,7 +295,7 @@ def _open_disc(disc: Disc, cache: BlockCache, options: FsOptions, settings: Open
     if isinstance(root_fs, VirtualFilesystem) and not root_fs.root.children and not extra.root.children:
         root_fs.empty_reason = f"{disc.format}: no track of {disc.name} holds data or audio imgfs can show"
     if settings.raw_views:
-        views: list[tuple[str, Stream]] = []
+        views: list[tuple[str, Stream]] = [("disc.iso", user)]
         for track in disc.tracks:
             if not track.is_audio and track.file_sectors > 0:
                 views.append((f"tracks/Track {track.number:02d}.iso", _track_iso(disc, user, track)))
@@ -352,7 +352,7 @@ def _add_raw_views(tree: Tree, layers: list[dict[str, Any]], views: list[tuple[s
     from imgfs.io.stream import BytesStream
 
     vfs = VirtualFilesystem(0, mtime, ino_base=RAW_VIEWS_INO + (1 << 40))
-    for path, stream in views + _boot_views(tree):
+    for path, stream in views + _boot_views(tree, layers):
         folder = vfs.root
         *dirs, name = path.split("/")
         for part in dirs:
@@ -364,8 +364,8 @@ def _add_raw_views(tree: Tree, layers: list[dict[str, Any]], views: list[tuple[s
     return vfs.root
 
 
-def _boot_views(tree: Tree) -> list[tuple[str, Stream]]:
-    """El Torito boot images of the ISO 9660 filesystems in the tree, as ``boot/NAME``."""
+def _boot_views(tree: Tree, layers: list[dict[str, Any]]) -> list[tuple[str, Stream]]:
+    """El Torito boot images of the ISO 9660 filesystems in the tree, as ``boot/NAME`` (listed in ``layers``)."""
     try:
         from imgfs.filesystems.iso9660 import IsoFilesystem
         from imgfs.filesystems.iso9660.eltorito import boot_images
@@ -375,8 +375,11 @@ def _boot_views(tree: Tree) -> list[tuple[str, Stream]]:
     for fs in tree.filesystems:
         if isinstance(fs, IsoFilesystem):
             try:
-                for image in boot_images(fs.stream, fs.descriptors, fs):
+                images = [image for image in boot_images(fs.stream, fs.descriptors, fs) if image.size > 0]
+                for image in images:
                     views.append((f"boot/{image.name}", image.stream()))
+                if images:
+                    layers.append({"layer": "el-torito", "images": [image.describe() for image in images]})
             except (ImageError, OSError, ValueError) as exc:
                 log.warning("El Torito boot catalog unreadable: %s", exc)
     return views
