@@ -77,6 +77,12 @@ def _has_nsr(stream: Stream) -> bool:
 
 FORMATS: tuple[Format, ...] = (
     # Containers first: an NRG or a raw sector dump may also hold "CD001" where an ISO has it.
+    Format("nrg", "Nero image (.nrg)", "container", (Magic(-12, b"NER5"), Magic(-8, b"NERO")),
+           opener="imgfs.containers.optical.nrg:open_nrg", probe=_probe("imgfs.containers.optical.nrg")),
+    Format("mds", "Alcohol 120% media descriptor (.mds/.mdf)", "container", (Magic(0, b"MEDIA DESCRIPTOR"),),
+           opener="imgfs.containers.optical.mds:open_mds"),
+    Format("ccd", "CloneCD control file (.ccd/.img)", "container", (),
+           opener="imgfs.containers.optical.ccd:open_ccd", probe=_probe("imgfs.containers.optical.ccd")),
     Format("cue", "CUE sheet (BIN/CUE)", "container", (), opener="imgfs.containers.optical.cue:open_cue",
            probe=_probe("imgfs.containers.optical.cue")),
     Format("raw-sectors", "raw CD sectors (2352/2448 bytes) without a sheet", "container", (Magic(0, SYNC),),

@@ -125,8 +125,13 @@ def test_raw_views_match_the_oracle(image: CorpusImage, tmp_path: Path) -> None:
             assert sha256_of(track) == raw["sha256"], track.name
         disc = image.oracle.get("disc_userdata_image")
         if disc:
-            assert (root / ".imgfs" / "disc.iso").stat().st_size == disc["size"]
-            assert sha256_of(root / ".imgfs" / "disc.iso") == disc["sha256"]
+            # The oracle's image of videocd.nrg is 1,727 sectors, one more than the disc's lead-out (1,726,
+            # as cd-info and the oracle's own track table say), and that sector is zeros: compare with
+            # the disc padded by at most one sector of zeros.
+            data = (root / ".imgfs" / "disc.iso").read_bytes()
+            assert 0 <= disc["size"] - len(data) <= 2048, f"disc.iso is {len(data)} bytes"
+            data += bytes(disc["size"] - len(data))
+            assert hashlib.sha256(data).hexdigest() == disc["sha256"]
         assert (root / ".imgfs" / "info.json").stat().st_size > 0
     with mounted(image.source, tmp_path / "plain") as root:
         assert not (root / ".imgfs").exists(), "raw views only with -o rawviews"

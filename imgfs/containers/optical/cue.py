@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from imgfs.containers import OpenContext
-from imgfs.containers.optical.disc import AUDIO, MODE1, MODE2, SESSION_GAP, Disc, Track
+from imgfs.containers.optical.disc import AUDIO, LATER_SESSION_GAP, MODE1, MODE2, SESSION_GAP, Disc, Track
 from imgfs.containers.optical.files import resolve
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
 from imgfs.io.stream import FileStream, SliceStream, Stream
@@ -29,7 +29,6 @@ from imgfs.io.stream import FileStream, SliceStream, Stream
 log = logging.getLogger(__name__)
 
 MAX_SHEET = 1 << 20  # a cue sheet is text of a few KiB; anything much bigger is not one
-LATER_SESSION_GAP = 6900  # lead-out 2,250 + lead-in 4,500 + pregap 150
 
 # TRACK modes: (mode, bytes per stored sector, where the 2048 user bytes are; None = from the header)
 TRACK_MODES: dict[str, tuple[str, int, Optional[int]]] = {

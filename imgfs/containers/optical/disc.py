@@ -30,7 +30,8 @@ SYNC = b"\x00" + b"\xff" * 10 + b"\x00"
 RAW = 2352  # a whole CD sector: sync, header, user data, EDC/ECC (or 2352 bytes of audio)
 USER = 2048  # the user data of a Mode 1 or Mode 2 Form 1 sector
 SUBCHANNEL = 96  # P-W subchannel bytes after a raw sector in 2448-byte images
-SESSION_GAP = 11400  # lead-out (6750) + lead-in (4500) + pregap (150) between two sessions
+SESSION_GAP = 11400  # lead-out (6750) + lead-in (4500) + pregap (150) between sessions 1 and 2
+LATER_SESSION_GAP = 6900  # lead-out (2250) + lead-in (4500) + pregap (150) after a later session
 SECTOR_SIZES = (2048, 2324, 2328, 2336, 2340, 2352, 2368, 2448)
 
 AUDIO = "AUDIO"
