@@ -2,10 +2,12 @@
 
 Addressing follows libcdio and cd-info: LBA 0 is frame 0 of the first FILE; each later FILE starts
 where the previous one ends; a ``PREGAP`` (not stored) or ``POSTGAP`` moves everything after it by
-its length. A ``REM SESSION nn`` (redump multi-session sheets) starts a new session: its first track's
-INDEX 01 lies 11,400 sectors after the previous session's end (lead-out 6,750 + lead-in 4,500 +
-pregap 150), 6,900 for the sessions after the second (lead-out 2,250), so that the absolute sector
-numbers written in a later session's filesystem land where they belong.
+its length. A ``REM SESSION nn`` starts a new session: its first track's INDEX 01 lies 11,400 sectors
+after the previous session's end (lead-out 6,750 + lead-in 4,500 + pregap 150), 6,900 for the sessions
+after the second (lead-out 2,250), so that the absolute sector numbers written in a later session's
+filesystem land where they belong. In a redump sheet the session starts a new FILE, whose times count
+from 0, and imgfs adds the gap; when a session starts inside a FILE (UltraISO, IsoBuster), the times are
+already disc addresses and the file does not hold the gap (libmirage reads both so).
 
 ``FILE`` types: BINARY (little-endian audio), MOTOROLA (big-endian audio, swapped on reading),
 WAVE (the PCM of the WAV's ``data`` chunk). MP3/AIFF are refused by name.
@@ -271,14 +273,22 @@ def _lay_out(sheet: Sheet, disc: Disc, sheet_path: str) -> None:
         source, swap = _open_file(sheet_path, entry)
         disc.files.append(source)
         shift = 0  # PREGAPs, POSTGAPs and session gaps met so far in this FILE
-        first_frames = []
-        for cue_track in entry.tracks:
+        first_frames = []  # each track's first INDEX, as the sheet gives it
+        positions = []  # where that sector is in the file, in sectors
+        skip = 0
+        for i, cue_track in enumerate(entry.tracks):
             if 1 not in cue_track.indexes:
                 raise CorruptImage(f"{sheet_name} line {cue_track.line}: track {cue_track.number} has no INDEX 01",
                                    layer="cue")
             first_frames.append(min(cue_track.indexes.values()))
-        offset = first_frames[0] * TRACK_MODES[entry.tracks[0].mode_name][1]  # bytes into the file
-        frames_used = first_frames[0]
+            if i and cue_track.session != entry.tracks[i - 1].session:
+                # A session starting inside a FILE (UltraISO, IsoBuster; libmirage reads them so): the
+                # times are disc addresses, and the file does not hold the gap between the sessions.
+                gap = SESSION_GAP if entry.tracks[i - 1].session == 1 else LATER_SESSION_GAP
+                skip += gap - (cue_track.indexes[1] - first_frames[-1])
+            positions.append(first_frames[-1] - skip)
+        offset = positions[0] * TRACK_MODES[entry.tracks[0].mode_name][1]  # bytes into the file
+        frames_used = positions[0]
         for i, cue_track in enumerate(entry.tracks):
             mode, sector_size, user_offset = TRACK_MODES[cue_track.mode_name]
             first_frame = first_frames[i]
@@ -289,7 +299,7 @@ def _lay_out(sheet: Sheet, disc: Disc, sheet_path: str) -> None:
             shift += cue_track.pregap
             available = (source.size - offset) // sector_size if offset < source.size else 0
             if i + 1 < len(entry.tracks):
-                stored = first_frames[i + 1] - first_frame
+                stored = positions[i + 1] - positions[i]
                 if stored < 0:
                     raise CorruptImage(f"{sheet_name} line {entry.tracks[i + 1].line}: track "
                                        f"{entry.tracks[i + 1].number} starts before track {cue_track.number}",
@@ -313,7 +323,7 @@ def _lay_out(sheet: Sheet, disc: Disc, sheet_path: str) -> None:
                           flags=cue_track.flags)
             tracks.append(track)
             offset += stored * sector_size
-            frames_used = first_frame + stored
+            frames_used = positions[i] + stored
             shift += cue_track.postgap
             session_end = max(session_end, track.end)
         file_base += shift + frames_used
