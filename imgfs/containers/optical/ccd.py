@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from imgfs.containers import OpenContext
+from imgfs.containers.optical.cdtext import apply_cdtext, control_flags
 from imgfs.containers.optical.disc import AUDIO, MODE1, MODE2, RAW, Disc, Track
 from imgfs.containers.optical.files import sibling
-from imgfs.containers.optical.nrg import apply_cdtext, control_flags
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.stream import FileStream, Stream, read_exact
 

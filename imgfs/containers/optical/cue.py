@@ -116,8 +116,8 @@ def parse(text: str, name: str = "cue sheet") -> Sheet:
         key = words[0].upper()
         args = words[1:]
 
-        def bad(why: str) -> CorruptImage:
-            return CorruptImage(f"{name} line {number}: {why}: {line!r}", layer="cue")
+        def bad(why: str, where: str = f"{name} line {number}", text: str = line) -> CorruptImage:
+            return CorruptImage(f"{where}: {why}: {text!r}", layer="cue")
 
         if key == "REM":
             if len(args) >= 2 and args[0].upper() == "SESSION":

@@ -159,8 +159,9 @@ class Disc:
             count = track.file_sectors - skip
             if count <= 0:
                 continue
+            raw = track.sector_size in (RAW, RAW + SUBCHANNEL)
             view = SectorStream(track.source, track.file_offset + skip * track.sector_size, count,
-                                track.sector_size, track.user_offset or 0, verify=verify and track.sector_size in (RAW, RAW + SUBCHANNEL),
+                                track.sector_size, track.user_offset or 0, verify=verify and raw,
                                 first_lba=first, name=f"track {track.number}")
             extents.append(Extent(view.size, view, 0))
             pos = first + count
@@ -201,7 +202,8 @@ class Disc:
 
     def wav_stream(self, track: Track) -> Stream:
         pcm = self.pcm_stream(track)
-        return ConcatStream([BytesStream(wav_header(pcm.size), "RIFF header"), pcm], name=f"Track {track.number:02d}.wav")
+        header = BytesStream(wav_header(pcm.size), "RIFF header")
+        return ConcatStream([header, pcm], name=f"Track {track.number:02d}.wav")
 
 
 class _Slice(Stream):
@@ -272,8 +274,9 @@ class SectorStream(Stream):
         want = (last - first) * self.sector_size
         raw = self.base.pread(self.offset + first * self.sector_size, want)
         if len(raw) < want:
+            where = self.offset + first * self.sector_size + len(raw)
             raise CorruptImage(f"{self.name}: sector {first + len(raw) // self.sector_size} is past the end of "
-                               f"{self.base.name}", layer="sectors", offset=self.offset + first * self.sector_size + len(raw))
+                               f"{self.base.name}", layer="sectors", offset=where)
         if self.verify:
             self._check(raw, first, last)
         return raw
