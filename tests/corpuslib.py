@@ -38,7 +38,8 @@ def corpus_dir() -> Path:
 
 CORPUS = corpus_dir()
 COMPRESSED = {".xz": ["xz", "-dc"], ".gz": ["gzip", "-dc"], ".Z": ["gzip", "-dc"], ".bz2": ["bzip2", "-dc"]}
-REFUSED_WORDS = {"udf": "UDF", "apfs": "APFS", "hfs+": "HFS+"}  # filesystem -> what imgfs's refusal must name
+REFUSED_WORDS = {"udf": "UDF", "apfs": "APFS"}  # filesystem -> what imgfs's refusal must name
+COMPARED_ELSEWHERE = {"hfs+": "test_hfsplus.py"}  # filesystem -> the test module that compares it with its oracle
 
 
 def folder_or_skip(folder: str) -> Path:
