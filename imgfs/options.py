@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from imgfs.filesystems.iso9660 import NAMESPACES
+from imgfs.filesystems.optical import NAMESPACES
 from imgfs.image import DEFAULT_CACHE_SIZE
 
 # Always read-only, so these cannot change anything; mount(8) and mount.fuse3 pass some of them

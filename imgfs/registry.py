@@ -76,6 +76,16 @@ def _has_nsr(stream: Stream) -> bool:
 
 
 FORMATS: tuple[Format, ...] = (
+    # First: their signatures are exact, and the bytes they wrap can match the formats below (a sparse
+    # image of a GPT disk may end with the disk's backup GPT header).
+    Format("encrcdsa", "encrypted Apple disk image (encrcdsa v2)", "container", (Magic(0, b"encrcdsa"),),
+           opener="imgfs.containers.dmg.encrypted:open_encrypted"),
+    Format("cdsaencr", "encrypted Apple disk image (cdsaencr v1)", "container", (Magic(-8, b"cdsaencr"),),
+           opener="imgfs.containers.dmg.encrypted:open_encrypted"),
+    Format("sparseimage", "Apple sparse disk image (.sparseimage)", "container", (Magic(0, b"sprs"),),
+           opener="imgfs.containers.sparse:open_sparseimage"),
+    Format("udif", "Apple disk image (UDIF .dmg)", "container", (Magic(-512, b"koly"), Magic(0, b"koly")),
+           opener="imgfs.containers.dmg:open_udif", probe=_probe("imgfs.containers.dmg")),
     # Containers first: an NRG or a raw sector dump may also hold "CD001" where an ISO has it.
     Format("nrg", "Nero image (.nrg)", "container", (Magic(-12, b"NER5"), Magic(-8, b"NERO")),
            opener="imgfs.containers.optical.nrg:open_nrg", probe=_probe("imgfs.containers.optical.nrg")),
@@ -88,9 +98,9 @@ FORMATS: tuple[Format, ...] = (
     Format("raw-sectors", "raw CD sectors (2352/2448 bytes) without a sheet", "container", (Magic(0, SYNC),),
            opener="imgfs.containers.optical.raw:open_raw_sectors", probe=_probe("imgfs.containers.optical.raw")),
     Format("iso9660", "ISO 9660 filesystem (Joliet, Rock Ridge)", "filesystem", (Magic(32769, b"CD001"),),
-           opener="imgfs.filesystems.iso9660:IsoFilesystem"),
+           opener="imgfs.filesystems.optical:open_disc_filesystem"),
     Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
-           hint="UDF-only discs are not supported yet"),
+           opener="imgfs.filesystems.optical:open_disc_filesystem"),
     Format("gpt", "GPT partition table", "volumes",
            (Magic(512, b"EFI PART"), Magic(4096, b"EFI PART"), Magic(-512, b"EFI PART"), Magic(-4096, b"EFI PART"),
             Magic(0, b"EFI PART")), opener="imgfs.volumes.gpt:read_gpt"),
@@ -108,8 +118,6 @@ FORMATS: tuple[Format, ...] = (
            (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05"), Magic(1024, b"BD")),
            opener="imgfs.filesystems.hfsplus:HfsPlusFilesystem", probe=_probe("imgfs.filesystems.hfsplus")),
     Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
-    Format("udif", "Apple disk image (UDIF .dmg)", "container", (Magic(-512, b"koly"),),
-           hint="DMG images are not supported yet"),
     Format("xz", "xz-compressed file", "wrapper", (Magic(0, b"\xfd7zXZ\x00"),), hint="decompress it first (unxz)"),
     Format("gzip", "gzip-compressed file", "wrapper", (Magic(0, b"\x1f\x8b"),), hint="decompress it first (gunzip)"),
     Format("bzip2", "bzip2-compressed file", "wrapper", (Magic(0, b"BZh"),), hint="decompress it first (bunzip2)"),

@@ -4,14 +4,16 @@ The corpus is ``../shared/fixtures`` beside the project (or ``$IMGFS_CORPUS``); 
 it is absent. Every image ``iso/**/X`` has an oracle ``X.json`` written by independent readers (see
 the corpus README). Its ``volumes`` say what each view of the image holds:
 
-* ``rockridge``, ``joliet``, ``iso9660``: one namespace each. Each is mounted with
-  ``-o namespace=...`` and compared entry by entry: paths, types, sizes, sha256 of the contents,
-  symlink targets and mtimes; for Rock Ridge also permission bits, link counts and device numbers.
-  The default mount must show the richest one (Rock Ridge, else Joliet, else plain ISO 9660).
+* ``rockridge``, ``udf``, ``joliet``, ``iso9660``: one namespace each (UDF counts as one: on a bridge
+  disc it shows the same files). Each is mounted with ``-o namespace=...`` and compared entry by
+  entry: paths, types, sizes, sha256 of the contents, symlink targets and mtimes; for Rock Ridge and
+  UDF also permission bits and link counts (and device numbers for Rock Ridge). The default mount
+  must show the richest one: Rock Ridge, else UDF, else Joliet, else plain ISO 9660.
 * ``session N (sector S) ...``: multi-session discs. The mount must show one session; which one is
-  read from ``imgfs info`` (the label) and the mount is compared with that session's oracle.
-* ``udf``: imgfs does not read UDF yet. On a UDF bridge only the ISO namespaces are compared; a
-  UDF-only disc, like the APFS and HFS+ images, must be refused with one clear line on stderr.
+  read from ``imgfs info`` (the label) and the mount is compared with that session's oracle, by
+  default and with ``-o namespace=`` each of the session's filesystems.
+* A disc with neither ISO 9660 nor UDF (the APFS image) must be refused with one clear line on
+  stderr. The HFS+ image is compared with its oracle in ``test_hfsplus.py``.
 
 Compressed images (.xz, .gz, .bz2, .Z) are decompressed once per session into a temporary folder;
 nothing from the corpus is ever written into the project.
@@ -26,6 +28,7 @@ from typing import Any, Optional
 
 import pytest
 from corpuslib import (
+    COMPARED_ELSEWHERE,
     REFUSED_WORDS,
     CorpusImage,
     assert_ls_recursive,
@@ -43,14 +46,14 @@ from corpuslib import (
 
 folder_or_skip("iso")
 
-NAMESPACES = ("rockridge", "joliet", "iso9660")  # the oracle's ISO views, richest first
+NAMESPACES = ("rockridge", "udf", "joliet", "iso9660")  # the oracle's views of a disc, richest first
 SESSION = re.compile(r"session (\d+) \(sector (\d+)\) (\S+)$")
 
 # What is compared, where the oracle gives it. Every namespace has names, data and the directory
-# record's date; only Rock Ridge has POSIX attributes (and its own mtime, from TF).
+# record's date; only Rock Ridge (PX, TF) and UDF (its file entries) have POSIX attributes.
 COMMON_FIELDS = ("type", "size", "sha256", "target", "mtime")
-FIELDS = {"rockridge": COMMON_FIELDS + ("mode", "nlink", "rdev"), "joliet": COMMON_FIELDS,
-          "iso9660": COMMON_FIELDS}
+FIELDS = {"rockridge": COMMON_FIELDS + ("mode", "nlink", "rdev"), "udf": COMMON_FIELDS + ("mode", "nlink"),
+          "joliet": COMMON_FIELDS, "iso9660": COMMON_FIELDS}
 
 
 def _keep_both_clashing_entries(expected: dict[str, dict[str, Any]]) -> None:
@@ -76,22 +79,24 @@ class IsoImage(CorpusImage):
 
     @property
     def namespaces(self) -> dict[str, dict[str, Any]]:
-        """The oracle's volume for each ISO namespace of a single-session image, richest first."""
+        """The oracle's volume for each namespace (ISO or UDF) of a single-session image, richest first."""
         volumes = {v["filesystem"]: v for v in self.oracle["volumes"] if v["name"] in NAMESPACES}
         return {ns: volumes[ns] for ns in NAMESPACES if ns in volumes}
 
     @property
     def sessions(self) -> list[dict[str, Any]]:
-        """The ISO volume of each session of a multi-session image."""
+        """The ISO and UDF volumes of each session of a multi-session image."""
         return [v for v in self.oracle["volumes"]
                 if (m := SESSION.match(v["name"])) and m.group(3) in NAMESPACES]
 
     @property
     def refusal_word(self) -> Optional[str]:
-        """For an image with no ISO view at all: the filesystem its refusal must name."""
+        """For an image with neither an ISO nor a UDF view: the filesystem its refusal must name."""
         if self.namespaces or self.sessions:
             return None
         kind = self.oracle["volumes"][0]["filesystem"]
+        if kind in COMPARED_ELSEWHERE:
+            return None
         return REFUSED_WORDS.get(kind, kind.upper())
 
     @property
@@ -117,7 +122,8 @@ def _namespace_option(namespace: Optional[str]) -> tuple[str, ...]:
 
 
 def imgfs_info(image: Path) -> dict[str, Any]:
-    return next(layer for layer in info_layers(image) if layer["layer"] == "iso9660")
+    """The layer of ``imgfs info`` that describes the disc's filesystem (ISO 9660 or UDF): it lists the namespaces."""
+    return next(layer for layer in info_layers(image) if "namespaces" in layer)
 
 
 # -- the tests -------------------------------------------------------------------------------------------
@@ -136,7 +142,7 @@ def test_namespace_matches_oracle(image: IsoImage, namespace: str, corpus_file, 
 
 @pytest.mark.parametrize("image", params(SINGLE_SESSION))
 def test_default_mount_is_richest_namespace(image: IsoImage, corpus_file, tmp_path: Path) -> None:
-    """Without ``-o namespace`` the mount shows Rock Ridge, else Joliet, else plain ISO 9660."""
+    """Without ``-o namespace`` the mount shows Rock Ridge, else UDF, else Joliet, else plain ISO 9660."""
     namespace = image.default_namespace
     with mounted(corpus_file(image), tmp_path / "mnt") as root:
         actual = snapshot(root)
@@ -146,7 +152,8 @@ def test_default_mount_is_richest_namespace(image: IsoImage, corpus_file, tmp_pa
 
 @pytest.mark.parametrize("image", params(SINGLE_SESSION))
 def test_info_lists_the_oracle_namespaces(image: IsoImage, corpus_file) -> None:
-    """``imgfs info`` finds the namespaces the oracle found (ISO 9660:1999 aside: no oracle has it)."""
+    """``imgfs info`` finds the namespaces the oracle found, UDF among them (ISO 9660:1999 aside: no oracle has
+    it)."""
     info = imgfs_info(corpus_file(image))
     offered = [ns for ns in info["namespaces"] if ns != "iso1999"]
     assert offered == list(image.namespaces), f"imgfs offers {info['namespaces']}"
@@ -160,21 +167,38 @@ def test_ls_recursive_lists_the_default_namespace(image: IsoImage, corpus_file) 
     assert_ls_recursive(corpus_file(image), expected)
 
 
-@pytest.mark.parametrize("namespace", [None, "iso9660"], ids=["default", "iso9660"])
-@pytest.mark.parametrize("image", params(MULTI_SESSION))
+def _multisession_params() -> list[Any]:
+    """Each multi-session image by default and with ``-o namespace=`` each filesystem its sessions hold."""
+    found = []
+    for image in MULTI_SESSION:
+        kinds = [ns for ns in NAMESPACES if any(SESSION.match(v["name"]).group(3) == ns for v in image.sessions)]
+        found += [pytest.param(image, ns, id=f"{image.rel}:{ns or 'default'}") for ns in [None, *kinds]]
+    return found
+
+
+@pytest.mark.parametrize(("image", "namespace"), _multisession_params())
 def test_multisession_mounts_one_session(image: IsoImage, namespace: Optional[str], corpus_file,
                                          tmp_path: Path) -> None:
     """A multi-session disc mounts and shows one of its sessions: the one whose label ``imgfs info`` gives.
 
-    At present that is session 1 (the descriptors at sector 16), which is also what Linux shows
-    through a loop device; the oracle notes that a drive would show the last. Every session of the
-    corpus's discs is an empty root, so only the label tells them apart.
+    A plain image file (no sheet saying where the sessions start) shows session 1 (the descriptors at
+    sector 16, the UDF anchor at sector 256), which is also what Linux shows through a loop device;
+    the oracle notes that a drive would show the last. Every session of the corpus's discs is an empty
+    root, so only the label tells them apart. Without ``-o namespace`` the session's richest
+    filesystem is shown (UDF over plain ISO 9660).
     """
     path = corpus_file(image)
-    label = imgfs_info(path)["label"]
-    session = next((v for v in image.sessions if v["label"] == label), None)
-    assert session is not None, (f"imgfs reports label {label!r}, which no session has: "
-                                 f"{[v['label'] for v in image.sessions]}")
+    info = imgfs_info(path)
+    label = info["label"]
+    shown = namespace or info["namespace"]
+    session = next((v for v in image.sessions if v["label"] == label and SESSION.match(v["name"]).group(3) == shown),
+                   None)
+    assert session is not None, (f"imgfs reports label {label!r} ({shown}), which no session has: "
+                                 f"{[v['name'] + ': ' + v['label'] for v in image.sessions]}")
+    if namespace is None:
+        richest = next(ns for ns in NAMESPACES if any(v["label"] == label and SESSION.match(v["name"]).group(3) == ns
+                                                      for v in image.sessions))
+        assert shown == richest, f"the default mount shows {shown}, not the richest ({richest})"
     with mounted(path, tmp_path / "mnt", *_namespace_option(namespace)) as root:
         actual = snapshot(root)
     assert_matches(actual, expected_entries(session, COMMON_FIELDS), f"{image.rel} ({session['name']})")
@@ -182,7 +206,7 @@ def test_multisession_mounts_one_session(image: IsoImage, namespace: Optional[st
 
 @pytest.mark.parametrize("image", params(REFUSED))
 def test_refused_with_one_clear_line(image: IsoImage, corpus_file, tmp_path: Path) -> None:
-    """A disc without ISO 9660 (UDF-only, APFS, HFS+) is refused: one line naming what it is, no traceback."""
+    """A disc with neither ISO 9660 nor UDF (APFS) is refused: one line naming what it is, no traceback."""
     word = str(image.refusal_word)
     line = mount_refusal(corpus_file(image), tmp_path / "mnt")
     assert word in line, f"the error does not name {word}: {line!r}"
