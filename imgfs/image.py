@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from imgfs.containers import OpenContext
 from imgfs.containers.optical.disc import Disc
 from imgfs.containers.optical.files import resolve, sibling
+from imgfs.containers.sparse import is_sparsebundle, open_sparsebundle
 from imgfs.containers.split import open_disk
 from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.io.cache import BlockCache
@@ -96,11 +97,14 @@ def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DE
     if sheet:
         log.info("%s: using the sheet %s beside it", path, sheet)
         path = sheet
-    stream = open_disk(path)
     cache = BlockCache(settings.cache_size)
     ctx = OpenContext(path, cache, settings.verify, settings.passphrase)
+    bundle = is_sparsebundle(path)
+    stream = open_sparsebundle(path, ctx) if bundle else open_disk(path)
     layers: list[dict[str, Any]] = [{"layer": "file", "path": path, "size": stream.size,
                                      **({"segments": len(stream.parts)} if hasattr(stream, "parts") else {})}]
+    if bundle:
+        layers.append({"layer": "sparsebundle", "description": "Apple sparse bundle", **stream.describe()})
     opened: list[Any] = [stream]
     extras: list[tuple[str, Stream]] = []  # raw views of the layers: (name, stream)
     try:
