@@ -163,8 +163,8 @@ def _mount_main(argv: list[str]) -> int:
     return _serve_in_background(image, mountpoint, options)
 
 
-def _open(path: str, options: MountOptions, verify: bool = False) -> OpenedImage:
-    settings = OpenSettings(cache_size=options.cache_size, verify=options.verify or verify,
+def _open(path: str, options: MountOptions) -> OpenedImage:
+    settings = OpenSettings(cache_size=options.cache_size, verify=options.verify,
                             raw_views=options.raw_views, passphrase=_passphrase_source(path, options.passfile))
     return open_image(path, FsOptions(namespace=options.namespace,
                                       uid=os.getuid() if options.uid is None else options.uid,
@@ -305,7 +305,7 @@ def _run_command(name: str, argv: list[str]) -> int:
     else:
         parser.add_argument("path")
     args = parser.parse_args(argv)
-    image = _open(args.image, parse_options(args.options), verify=name == "verify")
+    image = _open(args.image, parse_options(args.options))
     try:
         if name == "info":
             return _info(image, args.json)
@@ -385,8 +385,14 @@ def _print_layer(layer: dict) -> None:
     skip = ("layer", "descriptors", "description", "partition", "shown_as")
     title = layer.get("description", layer["layer"])
     where = f"partition {layer['partition']} ({layer['shown_as']}): " if "partition" in layer else ""
-    details = ", ".join(f"{k}={_fmt(v)}" for k, v in layer.items() if k not in skip)
+    rows = {k: v for k, v in layer.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
+    details = ", ".join(f"{k}={_fmt(v)}" for k, v in layer.items() if k not in skip and k not in rows)
     print(f"{where}{title}: {details}")
+    for key, items in rows.items():
+        if key == "descriptors":
+            continue
+        for item in items:
+            print(f"  {key}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in item.items()))
     for vd in layer.get("descriptors", []):
         print(f"  volume descriptor at sector {vd['sector']}: {vd['kind']} {vd['volume_id']!r}")
 

@@ -20,7 +20,7 @@ from imgfs.containers.optical.disc import Disc
 from imgfs.containers.optical.files import resolve, sibling
 from imgfs.containers.sparse import is_sparsebundle, open_sparsebundle
 from imgfs.containers.split import open_disk
-from imgfs.errors import ImageError, UnsupportedFormat
+from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import Stream
 from imgfs.registry import Format, detect, load
@@ -118,6 +118,8 @@ def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DE
                 fs, tree = _open_disc(inner, cache, options, settings, layers)
                 break
             layers.append({"layer": fmt.name, "description": fmt.description, **inner.describe()})
+            if settings.verify and callable(getattr(inner, "verify", None)):
+                _verify_container(fmt, inner)
             extras.append((f"{fmt.name}.img", inner))
             stream = inner
             fmt = detect(stream)
@@ -143,6 +145,15 @@ def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DE
     image = OpenedImage(path, opened[0], cache, fs, tree, layers)
     image.opened = opened
     return image
+
+
+def _verify_container(fmt: Format, container: Any) -> None:
+    """-o verify: a container with checksums (a DMG) is checked whole before it is mounted."""
+    problems = container.verify()
+    if problems:
+        more = f" (and {len(problems) - 1} more: imgfs verify lists them)" if len(problems) > 1 else ""
+        raise CorruptImage(f"checksum mismatch: {problems[0]}{more}", layer=fmt.name)
+    log.info("%s: every checksum matches", fmt.name)
 
 
 def _mtime(path: str) -> int:

@@ -75,6 +75,15 @@ def _has_nsr(stream: Stream) -> bool:
     return any(stream.pread(32768 + i * 2048 + 1, 5) in (b"NSR02", b"NSR03") for i in range(1, 8))
 
 
+def _is_mdb(stream: Stream) -> bool:
+    """A classic HFS master directory block: allocation blocks a non-zero multiple of 512 bytes, and some of them."""
+    mdb = stream.pread(1024, 64)
+    if len(mdb) < 64:
+        return False
+    blocks, block_size = int.from_bytes(mdb[18:20], "big"), int.from_bytes(mdb[20:24], "big")
+    return blocks > 0 and block_size > 0 and block_size % 512 == 0
+
+
 FORMATS: tuple[Format, ...] = (
     # First: their signatures are exact, and the bytes they wrap can match the formats below (a sparse
     # image of a GPT disk may end with the disk's backup GPT header).
@@ -117,6 +126,8 @@ FORMATS: tuple[Format, ...] = (
     Format("hfs+", "HFS+ filesystem", "filesystem",
            (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05"), Magic(1024, b"BD")),
            opener="imgfs.filesystems.hfsplus:HfsPlusFilesystem", probe=_probe("imgfs.filesystems.hfsplus")),
+    Format("hfs", "classic HFS (Mac OS Standard) filesystem", "filesystem", (Magic(1024, b"BD"),), probe=_is_mdb,
+           hint="classic HFS is not supported (only HFS+ and HFSX, also inside an HFS wrapper)"),
     Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
     Format("xz", "xz-compressed file", "wrapper", (Magic(0, b"\xfd7zXZ\x00"),), hint="decompress it first (unxz)"),
     Format("gzip", "gzip-compressed file", "wrapper", (Magic(0, b"\x1f\x8b"),), hint="decompress it first (gunzip)"),

@@ -1,0 +1,84 @@
+"""``imgfs verify IMAGE`` and ``-o verify``: every checksum an image carries, checked on request.
+
+Optical images: the EDC/ECC of each raw data sector (a damaged sector is EIO at read time, see
+``test_optical.py``; ``imgfs verify`` lists every damaged sector). DMGs: the data-fork, per-partition and
+master CRC32s; ``-o verify`` checks them before mounting and refuses a mismatch with one line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cdwriter as cw
+from conftest import run_imgfs
+from corpuslib import mounted, refusal_line
+from udifwriter import write_udif
+
+
+def _disc(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.txt").write_bytes(b"verify me\n" * 500)
+    iso = cw.make_iso(tmp_path / "d.iso", src)
+    sheet = cw.write_cue(cw.data_disc(iso), tmp_path / "cue", "disc")
+    return sheet, tmp_path / "cue" / "disc.bin"
+
+
+def test_verify_a_good_disc_and_a_damaged_one(tmp_path: Path) -> None:
+    sheet, data = _disc(tmp_path)
+    done = run_imgfs("verify", str(sheet))
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout and "EDC/ECC" in done.stdout
+    raw = bytearray(data.read_bytes())
+    for lba in (20, 21):  # two damaged sectors: one in the user data, one in the ECC only
+        raw[lba * 2352 + (100 if lba == 20 else 2300)] ^= 0x40
+    data.write_bytes(bytes(raw))
+    done = run_imgfs("verify", str(sheet))
+    assert done.returncode == 1
+    assert "2 problem(s)" in done.stdout
+    assert "sector LBA 20 fails its EDC check" in done.stderr
+    assert "sector LBA 21 fails its ECC check" in done.stderr
+
+
+def _fat_disk(tmp_path: Path) -> bytes:
+    disk = tmp_path / "fat.img"
+    subprocess.run(["mkfs.fat", "-C", str(disk), "4096"], check=True, capture_output=True)
+    (tmp_path / "note.txt").write_text("inside a DMG\n")
+    subprocess.run(["mcopy", "-i", str(disk), str(tmp_path / "note.txt"), "::note.txt"], check=True,
+                   capture_output=True, env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
+    return disk.read_bytes()
+
+
+def test_dmg_checksums_are_checked_by_verify_and_by_the_mount_option(tmp_path: Path) -> None:
+    disk = _fat_disk(tmp_path)
+    good = write_udif(tmp_path / "good.dmg", disk, codec="raw").path
+    done = run_imgfs("verify", str(good))
+    assert done.returncode == 0 and "OK" in done.stdout, done.stdout + done.stderr
+    with mounted(good, tmp_path / "mnt", "verify") as root:
+        assert (root / "note.txt").read_text() == "inside a DMG\n"
+
+    bad = tmp_path / "bad.dmg"
+    raw = bytearray(good.read_bytes())
+    at = bytes(raw).index(b"inside a DMG")
+    raw[at] ^= 0x20  # a raw run: the bytes read back changed, only the checksums can tell
+    bad.write_bytes(bytes(raw))
+    done = run_imgfs("verify", str(bad))
+    assert done.returncode == 1, done.stdout
+    assert "CRC32" in done.stderr
+    (tmp_path / "mnt2").mkdir()
+    line = refusal_line(run_imgfs(str(bad), str(tmp_path / "mnt2"), "-o", "verify"))
+    assert "udif" in line and "checksum mismatch" in line
+    with mounted(bad, tmp_path / "mnt3") as root:  # without the option it mounts, and shows the bytes
+        assert (root / "note.txt").read_text() == "Inside a DMG\n"
+
+
+def test_classic_hfs_is_refused_by_name(tmp_path: Path) -> None:
+    image = bytearray(1 << 20)
+    image[1024:1026] = b"BD"
+    image[1042:1044] = (250).to_bytes(2, "big")  # allocation blocks
+    image[1044:1048] = (4096).to_bytes(4, "big")  # their size
+    (tmp_path / "old.img").write_bytes(bytes(image))
+    (tmp_path / "mnt").mkdir()
+    line = refusal_line(run_imgfs(str(tmp_path / "old.img"), str(tmp_path / "mnt")))
+    assert "classic HFS is not supported" in line
