@@ -86,6 +86,7 @@ class OpenSettings:
     passphrase: Callable[[], Optional[str]] = _no_passphrase
 
 
+HFS_HYBRID_SKIP = ("iso9660", "udf")  # namespace=hfsplus: the Apple side of an ISO + HFS+ hybrid
 MAX_CONTAINER_DEPTH = 4  # an encrypted DMG in a ...: more than this is a loop, not an image
 
 
@@ -108,7 +109,8 @@ def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DE
     opened: list[Any] = [stream]
     extras: list[tuple[str, Stream]] = []  # raw views of the layers: (name, stream)
     try:
-        fmt = detect(stream)
+        skip = HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ()
+        fmt = detect(stream, skip=skip)
         for _ in range(MAX_CONTAINER_DEPTH):
             if fmt.kind != "container":
                 break
@@ -122,7 +124,7 @@ def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DE
                 _verify_container(fmt, inner)
             extras.append((f"{fmt.name}.img", inner))
             stream = inner
-            fmt = detect(stream)
+            fmt = detect(stream, skip=skip)
         else:
             raise UnsupportedFormat(f"more than {MAX_CONTAINER_DEPTH} containers inside each other", layer=fmt.name)
         if not isinstance(opened[-1], Disc):
@@ -230,6 +232,9 @@ def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCa
         layers.append(layer)
     if len(volumes) == 1 and volumes[0].fs is not None:
         return volumes[0].fs, Tree(volumes[0].fs), volumes
+    readable = [v for v in volumes if v.fs is not None]
+    if options.namespace == "hfsplus" and len(readable) == 1:  # the Apple side of a hybrid: its HFS+ volume
+        return readable[0].fs, Tree(readable[0].fs), volumes
     top = VirtualFilesystem(disk.size, os.stat(path).st_mtime_ns)
     if not volumes:
         top.empty_reason = (f"{table.scheme}: no partition has data in this image ({disk.size} bytes): the "
@@ -252,7 +257,7 @@ def _holds_data(part: Partition) -> bool:
 def _volume(disk: Stream, part: Partition, cache: BlockCache, options: FsOptions) -> Volume:
     stream = part.stream(disk)
     try:
-        fmt = detect(stream, kinds=("filesystem",))
+        fmt = detect(stream, kinds=("filesystem",), skip=HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ())
         fs = _open_filesystem(fmt, stream, cache,
                               dataclasses.replace(options, ino_base=part.number << VOLUME_INO_SHIFT))
     except UnsupportedFormat as exc:
@@ -340,7 +345,7 @@ def _disc_filesystem(user: Stream, start: int, cache: BlockCache, options: FsOpt
 
     view = SliceStream(user, start * 2048, user.size - start * 2048) if start else user
     try:
-        fmt = detect(view, kinds=("filesystem",))
+        fmt = detect(view, kinds=("filesystem",), skip=HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ())
         if fmt.name in ("iso9660", "udf"):  # these address sectors absolutely: give them the whole disc
             fs = _open_filesystem(fmt, user, cache, dataclasses.replace(options, start_sector=start))
         else:

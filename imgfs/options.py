@@ -89,8 +89,8 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
     elif key == "cache_size":
         opts.cache_size = parse_size(value)
     elif key == "namespace":
-        if value not in ("auto", *NAMESPACES):
-            raise OptionError(f"namespace={value}: expected one of auto, {', '.join(NAMESPACES)}")
+        if value not in ("auto", *NAMESPACES, "hfsplus"):
+            raise OptionError(f"namespace={value}: expected one of auto, {', '.join(NAMESPACES)}, hfsplus")
         opts.namespace = value
     elif key == "logfile":
         opts.logfile = value

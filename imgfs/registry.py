@@ -139,12 +139,14 @@ FORMATS: tuple[Format, ...] = (
 )
 
 
-def detect(stream: Stream, kinds: tuple[str, ...] = ("filesystem", "volumes", "container", "wrapper")) -> Format:
-    """The first registered format of ``kinds`` that the stream matches; the error lists what was tried."""
+def detect(stream: Stream, kinds: tuple[str, ...] = ("filesystem", "volumes", "container", "wrapper"),
+           skip: tuple[str, ...] = ()) -> Format:
+    """The first registered format of ``kinds``, not named in ``skip``, that the stream matches; the error
+    lists what was tried."""
     if stream.size == 0:
         raise UnsupportedFormat(f"{stream.name} is empty (0 bytes)")
     for fmt in FORMATS:
-        if fmt.kind in kinds and fmt.matches(stream):
+        if fmt.kind in kinds and fmt.name not in skip and fmt.matches(stream):
             if fmt.opener is None:
                 raise UnsupportedFormat(f"{fmt.description} found: {fmt.hint}", layer=fmt.name)
             return fmt

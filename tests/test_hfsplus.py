@@ -325,6 +325,11 @@ def test_xorriso_hybrid(tmp_path, mount) -> None:
         assert os.getxattr(root / "readme.txt", FINDER_INFO)[:8] == b"TEXTttxt"
     layer = json.loads(run_imgfs("info", "--json", str(part), check=True).stdout)["layers"][-1]
     assert (layer["layer"], layer["label"]) == ("hfs+", "ISOIMAGE")
+    with mount(part) as by_part:
+        cut_out = snapshot(by_part)
+    with mount(iso, "namespace=hfsplus") as root:  # the Apple side of the hybrid, without cutting it out
+        assert snapshot(root) == cut_out
+        assert os.getxattr(root / "readme.txt", FINDER_INFO)[:8] == b"TEXTttxt"
 
 
 # -- the real-world corpus -------------------------------------------------------------------------------
