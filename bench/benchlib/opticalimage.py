@@ -52,25 +52,23 @@ class Span:
 
 def data_disc(iso: Path, cache_dir: Path, log) -> Disc:
     """``iso`` as a single-track MODE1/2352 BIN/CUE, built on first use."""
-    stem = f"{iso.stem}-mode1_2352-v{RECIPE_VERSION}"
-    disc = Disc(cache_dir / f"{stem}.bin", cache_dir / f"{stem}.cue")
-    if disc.bin.exists() and disc.cue.exists():
-        log(f"reusing {disc.cue}")
-        return disc
-    log(f"building {disc.bin} from {iso.name} (MODE1/2352, EDC/ECC left zero), once")
-    _build(disc, "MODE1/2352", lambda out: write_mode1(iso, out))
-    return disc
+    return _cached(cache_dir, f"{iso.stem}-mode1_2352-v{RECIPE_VERSION}", "MODE1/2352",
+                   f"from {iso.name} (MODE1/2352, EDC/ECC left zero)", lambda out: write_mode1(iso, out), log)
 
 
 def audio_disc(sectors: int, cache_dir: Path, log) -> Disc:
     """A disc with one AUDIO track of ``sectors`` sectors of PCM, built on first use."""
-    stem = f"audio-{sectors}s-v{RECIPE_VERSION}"
+    return _cached(cache_dir, f"audio-{sectors}s-v{RECIPE_VERSION}", "AUDIO",
+                   f"({sectors * RAW / 1e6:,.0f} MB of PCM)", lambda out: write_pcm(sectors, out), log)
+
+
+def _cached(cache_dir: Path, stem: str, mode: str, what: str, write, log) -> Disc:
     disc = Disc(cache_dir / f"{stem}.bin", cache_dir / f"{stem}.cue")
     if disc.bin.exists() and disc.cue.exists():
         log(f"reusing {disc.cue}")
         return disc
-    log(f"building {disc.bin} ({sectors * RAW / 1e6:,.0f} MB of PCM), once")
-    _build(disc, "AUDIO", lambda out: write_pcm(sectors, out))
+    log(f"building {disc.bin} {what}, once")
+    _build(disc, mode, write)
     return disc
 
 
