@@ -21,6 +21,7 @@ from imgfs.containers.optical.files import resolve, sibling
 from imgfs.containers.sparse import is_sparsebundle, open_sparsebundle
 from imgfs.containers.split import open_disk
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
+from imgfs.io import background
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import Stream
 from imgfs.registry import Format, detect, load
@@ -93,7 +94,11 @@ MAX_CONTAINER_DEPTH = 4  # an encrypted DMG in a ...: more than this is a loop, 
 def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DEFAULT_CACHE_SIZE,
                settings: Optional[OpenSettings] = None) -> OpenedImage:
     """Detect and open ``path``; any problem is an ``ImageError`` that names the layer."""
-    settings = settings or OpenSettings(cache_size=cache_size)
+    with background.held():  # no decoding ahead while opening: it would only delay the mount
+        return _open_image(path, options, settings or OpenSettings(cache_size=cache_size))
+
+
+def _open_image(path: str, options: FsOptions, settings: OpenSettings) -> OpenedImage:
     sheet = find_sheet(path)
     if sheet:
         log.info("%s: using the sheet %s beside it", path, sheet)

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Callable
 
+from imgfs.io import background
+
 log = logging.getLogger(__name__)
 
 WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -39,7 +41,10 @@ class ReadAhead:
         self._running = [threading.Lock() for _ in range(self.workers)]
 
     def submit(self, key: Hashable, job: Callable[[], object]) -> bool:
-        """Queue ``job`` unless ``key`` is already queued or running, or the queue is full."""
+        """Queue ``job`` unless ``key`` is already queued or running, the queue is full, or an image is being
+        opened (``imgfs.io.background``)."""
+        if not background.allowed():
+            return False
         with self._cond:
             if key in self._keys or len(self._jobs) >= self.max_queued:
                 return False
