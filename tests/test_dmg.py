@@ -585,14 +585,27 @@ def test_partitioned_disk_inside_a_dmg(tree, tmp_path, mount):
     assert layers[1]["format"] == "UDBZ" and len(layers[1]["blkx"]) == 4
 
 
-def test_hybrid_iso_with_hfsplus_inside_a_dmg(tree, tmp_path, mount):
-    """A CD master as hdiutil makes one (ISO 9660 + Rock Ridge + HFS+, xorriso here), in an xz-compressed DMG."""
-    iso = tmp_path / "hybrid.iso"
+@pytest.fixture(scope="module")
+def hybrid_iso(tree, tmp_path_factory) -> bytes:
+    """A CD master as hdiutil makes one: ISO 9660 + Rock Ridge + an Apple partition map with HFS+ (xorriso)."""
+    iso = tmp_path_factory.mktemp("hybrid") / "hybrid.iso"
     subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-hfsplus", "-V", "HYBRID", "-o", str(iso), str(tree)],
                    check=True, capture_output=True)
-    dmg = write_udif(tmp_path / "hybrid.dmg", iso.read_bytes(), codec="xz").path
+    return iso.read_bytes()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_hybrid_iso_with_hfsplus_inside_a_dmg(codec, hybrid_iso, tree, tmp_path, mount):
+    """Both sides of the hybrid through every codec: the ISO side by default, the HFS+ volume (xorriso's, a
+    third-party HFS+ writer) with namespace=hfsplus."""
+    dmg = write_udif(tmp_path / "hybrid.dmg", hybrid_iso, codec=codec).path
     with mount(dmg) as root:
         compare_trees(tree, root, owners=False, nlink=False, hardlinks=False)
+    with mount(dmg, "namespace=hfsplus") as root:
+        compare_trees(tree, root, owners=False, nlink=False, hardlinks=False, mtime=False)
+    layers = json.loads(run_imgfs("info", "--json", "-o", "namespace=hfsplus", str(dmg), check=True).stdout)["layers"]
+    assert [layer["layer"] for layer in layers][:3] == ["file", "udif", "apm"]
+    assert any(layer.get("filesystem") == "hfs+" and layer.get("label") == "HYBRID" for layer in layers), layers
 
 
 def test_uncompressed_dmg_of_a_gpt_disk(tree, tmp_path, mount):
