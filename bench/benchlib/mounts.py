@@ -56,14 +56,19 @@ def mount_command(reader: str, image: Path, mnt: Path) -> list[str]:
 
 
 @contextmanager
-def mounted(reader: str, image: Path) -> Iterator[Mount]:
-    """Mount ``image`` with ``reader`` on a new mount point; unmount on the way out, whatever happens."""
+def mounted(reader: str, image: Path, command: Optional[list[str]] = None,
+            env: Optional[dict[str, str]] = None) -> Iterator[Mount]:
+    """Mount ``image`` with ``reader`` on a new mount point; unmount on the way out, whatever happens.
+
+    ``command`` (then given IMAGE and MNT) replaces the reader's usual mount command, ``env`` its environment:
+    how the DMG part runs an instrumented imgfs daemon."""
     MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
     mnt = Path(tempfile.mkdtemp(prefix=f"{reader}-", dir=MOUNT_ROOT))
     pid = None
     try:
         start = time.perf_counter()
-        subprocess.run(mount_command(reader, image, mnt), check=True, stdin=subprocess.DEVNULL)
+        argv = [*command, str(image), str(mnt)] if command else mount_command(reader, image, mnt)
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, env=env)
         wait_until_mounted(mnt)
         subprocess.run(["ls", str(mnt)], check=True, stdout=subprocess.DEVNULL)
         ready = time.perf_counter() - start
