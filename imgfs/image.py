@@ -10,6 +10,7 @@ that filesystem at the root.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from imgfs.containers.split import open_disk
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
 from imgfs.io import background
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import Stream
+from imgfs.io.stream import BytesStream, SliceStream, Stream
 from imgfs.registry import Format, detect, load
 from imgfs.tree import VOLUME_INO_SHIFT, Filesystem, FsOptions, Tree, VirtualFilesystem
 from imgfs.volumes import Partition, PartitionTable
@@ -336,8 +337,6 @@ def _open_disc(disc: Disc, cache: BlockCache, options: FsOptions, settings: Open
 
 def _track_iso(disc: Disc, user: Stream, track: Any) -> Stream:
     """A data track's user bytes from its INDEX 01 to the end of what is stored (what bchunk writes)."""
-    from imgfs.io.stream import SliceStream
-
     first = max(track.start, track.file_lba)
     count = max(0, track.file_lba + track.file_sectors - first)
     return SliceStream(user, first * 2048, count * 2048, name=f"track {track.number}")
@@ -346,8 +345,6 @@ def _track_iso(disc: Disc, user: Stream, track: Any) -> Stream:
 def _disc_filesystem(user: Stream, start: int, cache: BlockCache, options: FsOptions, session: int,
                      layers: list[dict[str, Any]]) -> Optional[Filesystem]:
     """The filesystem of the session whose first data track starts at LBA ``start``, or None."""
-    from imgfs.io.stream import SliceStream
-
     view = SliceStream(user, start * 2048, user.size - start * 2048) if start else user
     try:
         fmt = detect(view, kinds=("filesystem",), skip=HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ())
@@ -372,10 +369,6 @@ def _disc_filesystem(user: Stream, start: int, cache: BlockCache, options: FsOpt
 
 def _add_raw_views(tree: Tree, layers: list[dict[str, Any]], views: list[tuple[str, Stream]], mtime: int) -> Any:
     """The ``.imgfs`` folder: ``info.json``, raw views of the layers, El Torito boot images."""
-    import json
-
-    from imgfs.io.stream import BytesStream
-
     vfs = VirtualFilesystem(0, mtime, ino_base=RAW_VIEWS_INO + (1 << 40))
     for path, stream in views + _boot_views(tree, layers):
         folder = vfs.root

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from imgfs.errors import CorruptImage
-from imgfs.io.stream import BytesStream, ConcatStream, Extent, ExtentStream, Stream
+from imgfs.io.stream import BytesStream, ConcatStream, Extent, ExtentStream, SliceStream, Stream
 
 SYNC = b"\x00" + b"\xff" * 10 + b"\x00"
 RAW = 2352  # a whole CD sector: sync, header, user data, EDC/ECC (or 2352 bytes of audio)
@@ -169,11 +169,32 @@ class Disc:
             extents.append(Extent((self.leadout - pos) * USER, None))
         return ExtentStream(extents, name=f"{self.name} (user data)")
 
+    def verify(self) -> list[str]:
+        """Every raw data sector whose EDC/ECC does not match (``imgfs verify``), one line each."""
+        problems = []
+        for track in self.tracks:
+            if track.is_audio or track.source is None or track.sector_size not in (RAW, RAW + SUBCHANNEL):
+                continue
+            view = SectorStream(track.source, track.file_offset, track.file_sectors, track.sector_size,
+                                track.user_offset or 0, verify=True, first_lba=track.file_lba,
+                                name=f"track {track.number}")
+            step = 256 * USER
+            for offset in range(0, view.size, step):
+                try:
+                    view.pread(offset, step)
+                except CorruptImage:  # find which sectors, one by one
+                    for sector in range(offset, min(view.size, offset + step), USER):
+                        try:
+                            view.pread(sector, USER)
+                        except CorruptImage as exc:
+                            problems.append(str(exc))
+        return problems
+
     def raw_stream(self, track: Track) -> Stream:
         """A track's stored sectors as they are in the file (``Track NN.bin``)."""
         if track.source is None:
             return BytesStream(b"", name=f"track {track.number}")
-        return _Slice(track.source, track.file_offset, track.file_sectors * track.sector_size)
+        return SliceStream(track.source, track.file_offset, track.file_sectors * track.sector_size)
 
     def pcm_stream(self, track: Track) -> Stream:
         """Audio: 2352 bytes per sector from INDEX 01 to the next track's INDEX 01, little-endian."""
@@ -187,11 +208,10 @@ class Disc:
                 continue
             if first > lba:
                 extents.append(Extent((first - lba) * RAW, None))
-            view: Stream = _Slice(part.source, part.file_offset + (first - part.file_lba) * part.sector_size,
-                                  (last - first) * part.sector_size)
-            if part.sector_size != RAW:
-                view = SectorStream(view.base, view.offset, last - first, part.sector_size, 0, user_size=RAW,
-                                    name=f"track {part.number}")
+            start = part.file_offset + (first - part.file_lba) * part.sector_size
+            view: Stream = (SliceStream(part.source, start, (last - first) * RAW) if part.sector_size == RAW else
+                            SectorStream(part.source, start, last - first, part.sector_size, 0, user_size=RAW,
+                                         name=f"track {part.number}"))
             if part.swap:
                 view = SwappedStream(view)
             extents.append(Extent(view.size, view, 0))
@@ -204,21 +224,6 @@ class Disc:
         pcm = self.pcm_stream(track)
         header = BytesStream(wav_header(pcm.size), "RIFF header")
         return ConcatStream([header, pcm], name=f"Track {track.number:02d}.wav")
-
-
-class _Slice(Stream):
-    """A byte range of a data file (kept apart from SliceStream so that its base stays reachable)."""
-
-    def __init__(self, base: Stream, offset: int, size: int) -> None:
-        self.base, self.offset, self.size, self.name = base, offset, size, base.name
-
-    def pread(self, offset: int, length: int) -> bytes:
-        n = self._clamp(offset, length)
-        return self.base.pread(self.offset + offset, n)
-
-    def readinto(self, offset: int, buf: memoryview) -> int:
-        n = self._clamp(offset, len(buf))
-        return self.base.readinto(self.offset + offset, memoryview(buf)[:n])
 
 
 def wav_header(pcm_size: int) -> bytes:
