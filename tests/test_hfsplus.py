@@ -47,7 +47,8 @@ from hfswriter import (
 )
 
 from imgfs.errors import ImageError, UnsupportedFormat
-from imgfs.filesystems.hfsplus import HfsPlusFilesystem, lzvn, probe
+from imgfs.codecs import lzvn
+from imgfs.filesystems.hfsplus import HfsPlusFilesystem, probe
 from imgfs.filesystems.hfsplus.unicode import folded, shown, unit_string
 from imgfs.image import open_image
 from imgfs.io.cache import BlockCache

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import lzfse
 
-from imgfs.containers.dmg import adc
+from imgfs.codecs import adc
 from imgfs.containers.dmg.structs import ADC, BZIP2, LZFSE, LZMA, ZLIB
 
 XZ_MAGIC = b"\xfd7zXZ\x00"

@@ -23,7 +23,7 @@ import zlib
 from typing import Callable, NamedTuple
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
-from imgfs.filesystems.hfsplus import lzvn
+from imgfs.codecs import lzvn
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
 from imgfs.io.stream import BytesStream, Stream
