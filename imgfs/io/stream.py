@@ -14,7 +14,8 @@ from __future__ import annotations
 import bisect
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
@@ -25,6 +26,9 @@ class Stream:
 
     size: int = 0
     name: str = "stream"
+    # Other forks of the same file, by name ("rsrc": a Mac resource fork), when a container knows them
+    # (MacBinary, AppleDouble): the layer that needs one (NDIF) finds it here.
+    forks: Mapping[str, Stream] = MappingProxyType({})
 
     def pread(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
