@@ -1,0 +1,149 @@
+"""The Master File Table: records by number, each with all its attributes, however many records hold them.
+
+The MFT is itself a file (record 0) whose $DATA may be fragmented; its first records are found from the
+boot sector, the rest through record 0's run list. Records 0-3 have a copy in $MFTMirr: when one of them is
+damaged, the copy is read instead, with a warning. A file whose attributes do not fit one record keeps an
+$ATTRIBUTE_LIST naming the extension records that hold the rest; each must point back to its base record.
+Fixed-up records go through the mount's cache (hot metadata); the raw bytes are the page cache's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Optional
+
+from imgfs.errors import CorruptImage
+from imgfs.filesystems.ntfs.boot import BootSector
+from imgfs.filesystems.ntfs.record import (
+    ATTRIBUTE_LIST,
+    DATA,
+    LAYER,
+    Attribute,
+    Record,
+    apply_fixups,
+)
+from imgfs.filesystems.ntfs.runs import byte_runs, chain_runs, covered
+from imgfs.filesystems.ntfs.streams import plain_stream
+from imgfs.filesystems.ntfs.values import list_entries
+from imgfs.io.cache import BlockCache, new_cache_id
+from imgfs.io.stream import ExtentStream, Stream, read_exact
+
+log = logging.getLogger(__name__)
+
+MIRRORED_RECORDS = 4  # $MFT, $MFTMirr, $LogFile, $Volume
+MAX_ATTRIBUTE_LIST_SIZE = 8 << 20  # a list this long would name ~300,000 attribute segments
+MAX_RECORDS = 1 << 40  # what a 48-bit file reference can name, with room for the tree's volume bits
+
+
+class Mft:
+    def __init__(self, volume: Stream, boot: BootSector, cache: BlockCache) -> None:
+        self.volume = volume
+        self.boot = boot
+        self.cache = cache
+        self.name = volume.name
+        self.record_size = boot.record_size
+        self._cache_id = new_cache_id()
+        self._runs: list[tuple[int, int]] = [(boot.mft_cluster * boot.cluster_size, boot.record_size)]
+        self._starts = [0]
+        self.stream: Stream = ExtentStream.over(volume, self._runs)
+        self.record_count = 1
+        base = self.record(0)
+        segments = [a for a in base.attributes() if a.type == DATA and not a.name]
+        self.stream = self._data_stream(segments)  # enough to reach the extension records, if any
+        self.record_count = self.stream.size // self.record_size
+        if any(a.type == ATTRIBUTE_LIST for a in base.attributes()):
+            segments = [a for a in self.attributes(base) if a.type == DATA and not a.name]
+            self.stream = self._data_stream(segments)
+            self.record_count = self.stream.size // self.record_size
+        if self.record_count <= 11:
+            raise CorruptImage(f"$MFT holds {self.record_count} records, fewer than the system files need",
+                               layer=LAYER, offset=base.offset)
+
+    def _data_stream(self, segments: Sequence[Attribute]) -> Stream:
+        first = next((a for a in segments if a.first_vcn == 0 and not a.resident), None)
+        if first is None:
+            raise CorruptImage("$MFT has no non-resident $DATA starting at VCN 0", layer=LAYER,
+                               offset=self.boot.mft_cluster * self.boot.cluster_size)
+        runs = chain_runs(segments, self.boot.total_clusters)
+        size = min(first.data_size, covered(runs, self.boot.cluster_size), MAX_RECORDS * self.record_size)
+        if any(run.lcn is None for run in runs):
+            raise CorruptImage("$MFT's run list has a sparse run", layer=LAYER, offset=first.offset)
+        self._runs = [(offset or 0, length) for offset, length in byte_runs(runs, self.boot.cluster_size, size)]
+        self._starts = list(itertools.accumulate((length for _, length in self._runs[:-1]), initial=0))
+        return ExtentStream.over(self.volume, self._runs, name=f"{self.name}:$MFT")
+
+    # -- records -------------------------------------------------------------------------------------
+
+    def record(self, number: int) -> Record:
+        """Record ``number``, fixed up and checked; ``CorruptImage`` if it cannot be read."""
+        if not 0 <= number < self.record_count:
+            raise CorruptImage(f"MFT record number: expected below {self.record_count}, got {number}", layer=LAYER)
+        data = self.cache.get((self._cache_id, number), lambda: self._load(number))
+        return Record(number, data, self._offset(number))
+
+    def _offset(self, number: int) -> int:
+        """Where record ``number`` lies in the volume (for messages)."""
+        position = number * self.record_size
+        i = bisect.bisect_right(self._starts, position) - 1
+        return self._runs[i][0] + position - self._starts[i]
+
+    def _load(self, number: int) -> bytes:
+        try:
+            return self._fixed(self.stream, number * self.record_size, number, self._offset(number))
+        except CorruptImage as exc:
+            if number >= MIRRORED_RECORDS:
+                raise
+            mirror = self.boot.mirror_cluster * self.boot.cluster_size + number * self.record_size
+            data = self._fixed(self.volume, mirror, number, mirror)
+            log.warning("%s: %s; using its copy in $MFTMirr", self.name, exc)
+            return data
+
+    def _fixed(self, stream: Stream, position: int, number: int, offset: int) -> bytes:
+        buf = bytearray(read_exact(stream, position, self.record_size, LAYER, f"MFT record {number}"))
+        apply_fixups(buf, b"FILE", f"MFT record {number}", offset)
+        usa_offset = int.from_bytes(buf[4:6], "little")
+        if usa_offset >= 48 and int.from_bytes(buf[44:48], "little") not in (number, 0):
+            raise CorruptImage(f"MFT record {number} calls itself record {int.from_bytes(buf[44:48], 'little')}",
+                               layer=LAYER, offset=offset + 44)
+        return bytes(buf)
+
+    # -- attributes across records -------------------------------------------------------------------
+
+    def attributes(self, base: Record) -> list[Attribute]:
+        """Every attribute of the file whose base record is ``base``, from its extension records too."""
+        own = base.attributes()
+        listing = next((a for a in own if a.type == ATTRIBUTE_LIST), None)
+        if listing is None:
+            return own
+        found = [a for a in own if a.type != ATTRIBUTE_LIST]
+        seen = {base.number}
+        for entry in list_entries(self._list_value(listing), base.number):
+            if entry.record in seen:
+                continue  # the base itself, or an extension record already taken whole
+            seen.add(entry.record)
+            extension = self.record(entry.record)
+            header = extension.header
+            if not header.in_use or header.base != base.number:
+                raise CorruptImage(f"MFT record {base.number}'s attribute list names record {entry.record}, which "
+                                   f"belongs to record {header.base}" if header.in_use else
+                                   f"MFT record {base.number}'s attribute list names record {entry.record}, which "
+                                   f"is not in use", layer=LAYER, offset=extension.offset)
+            # an extension record's own attribute list would be a loop: it is never followed
+            found += [a for a in extension.attributes() if a.type != ATTRIBUTE_LIST]
+        return found
+
+    def _list_value(self, listing: Attribute) -> bytes:
+        if listing.value is not None:
+            return listing.value
+        if listing.data_size > MAX_ATTRIBUTE_LIST_SIZE:
+            raise CorruptImage(f"MFT record {listing.record}: an attribute list of {listing.data_size} bytes",
+                               layer=LAYER, offset=listing.offset)
+        stream = self.attribute_stream([listing])
+        return read_exact(stream, 0, stream.size, LAYER, f"MFT record {listing.record}'s attribute list")
+
+    def attribute_stream(self, segments: Sequence[Attribute], name: Optional[str] = None) -> Stream:
+        """The bytes of a plain (not compressed) attribute: its runs up to the initialized size, zeros after."""
+        return plain_stream(self.volume, self.boot, segments, name or self.name)

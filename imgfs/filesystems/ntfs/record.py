@@ -1,0 +1,196 @@
+"""MFT records and their attributes; the update-sequence fixups that MFT records and index blocks share.
+
+A multi-sector structure (an MFT record "FILE", an index block "INDX") stores, in the last two bytes of each
+512-byte stride, a check value; the true bytes sit in the update sequence array near its start. A stride whose
+last two bytes are not the check value was torn by an interrupted write: the structure is refused.
+
+An attribute starts with a 16-byte header (type, length, resident or not, name, flags, instance); a resident
+one holds its value, a non-resident one its VCN range, sizes and run list (libfsntfs notes, "MFT attribute").
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple, Optional
+
+from imgfs.errors import CorruptImage
+
+LAYER = "ntfs"
+FIXUP_STRIDE = 512
+
+# attribute types
+STANDARD_INFORMATION = 0x10
+ATTRIBUTE_LIST = 0x20
+FILE_NAME = 0x30
+OBJECT_ID = 0x40
+SECURITY_DESCRIPTOR = 0x50
+VOLUME_NAME = 0x60
+VOLUME_INFORMATION = 0x70
+DATA = 0x80
+INDEX_ROOT = 0x90
+INDEX_ALLOCATION = 0xA0
+BITMAP = 0xB0
+REPARSE_POINT = 0xC0
+EA_INFORMATION = 0xD0
+EA = 0xE0
+LOGGED_UTILITY_STREAM = 0x100
+END_MARKER = 0xFFFFFFFF
+
+# attribute flags
+FLAG_COMPRESSION_MASK = 0x00FF
+FLAG_ENCRYPTED = 0x4000
+FLAG_SPARSE = 0x8000
+
+# record flags
+RECORD_IN_USE = 0x0001
+RECORD_IS_DIRECTORY = 0x0002
+
+_MULTI_SECTOR = struct.Struct("<4sHH")
+# LSN, sequence, link count, first attribute, flags, bytes in use, bytes allocated, base record reference
+_RECORD = struct.Struct("<QHHHHIIQ")
+_ATTRIBUTE = struct.Struct("<IIBBHHH")
+_RESIDENT = struct.Struct("<IH")
+# first VCN, last VCN, run list offset, compression unit (log2 clusters), allocated, data and initialized sizes
+_NON_RESIDENT = struct.Struct("<qqHH4xqqq")
+
+
+def apply_fixups(buf: bytearray, magic: bytes, what: str, offset: int) -> None:
+    """Check and undo the update-sequence fixups of ``buf`` in place (``offset``: where it lies, for errors)."""
+    signature, usa_offset, usa_count = _MULTI_SECTOR.unpack_from(buf)
+    if signature != magic:
+        raise CorruptImage(f"{what}: expected the signature {magic.decode()}, got {bytes(signature)!r}", layer=LAYER,
+                           offset=offset)
+    strides = len(buf) // FIXUP_STRIDE
+    if usa_count < strides + 1 or usa_offset < _MULTI_SECTOR.size or usa_offset + 2 * usa_count > FIXUP_STRIDE - 2:
+        raise CorruptImage(f"{what}: its update sequence array ({usa_count} entries at byte {usa_offset}) does "
+                           f"not cover its {strides} sectors", layer=LAYER, offset=offset + 4)
+    check = buf[usa_offset : usa_offset + 2]
+    for i in range(1, strides + 1):
+        end = i * FIXUP_STRIDE
+        if buf[end - 2 : end] != check:
+            raise CorruptImage(f"{what}: fixup mismatch in sector {i - 1} (a torn write): expected "
+                               f"{bytes(check).hex()}, got {bytes(buf[end - 2 : end]).hex()}", layer=LAYER,
+                               offset=offset + end - 2)
+        buf[end - 2 : end] = buf[usa_offset + 2 * i : usa_offset + 2 * i + 2]
+
+
+def reference(value: int) -> tuple[int, int]:
+    """A file reference's (record number, sequence number)."""
+    return value & 0xFFFFFFFFFFFF, value >> 48
+
+
+class Attribute:
+    """One attribute record of an MFT record: resident (``value``) or non-resident (a run-list segment)."""
+
+    __slots__ = ("type", "name", "flags", "instance", "value", "first_vcn", "last_vcn", "runs", "unit_shift",
+                 "allocated_size", "data_size", "initialized_size", "record", "offset")
+
+    def __init__(self, type_: int, name: str, flags: int, instance: int, record: int, offset: int) -> None:
+        self.type = type_
+        self.name = name
+        self.flags = flags
+        self.instance = instance
+        self.record = record  # the MFT record it was found in
+        self.offset = offset  # where in the volume (for error messages)
+        self.value: Optional[bytes] = None  # resident: the value
+        self.first_vcn = self.last_vcn = self.unit_shift = 0
+        self.runs = b""
+        self.allocated_size = self.data_size = self.initialized_size = 0
+
+    @property
+    def resident(self) -> bool:
+        return self.value is not None
+
+    @property
+    def size(self) -> int:
+        return len(self.value) if self.value is not None else self.data_size
+
+    def __repr__(self) -> str:
+        return f"Attribute(0x{self.type:x}, {self.name!r}, size={self.size}, vcn={self.first_vcn})"
+
+
+class RecordHeader(NamedTuple):
+    sequence: int
+    link_count: int
+    flags: int
+    base: int  # the base record's number, 0 for a base record
+    attributes_offset: int
+    used_size: int
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.flags & RECORD_IN_USE)
+
+    @property
+    def is_directory(self) -> bool:
+        return bool(self.flags & RECORD_IS_DIRECTORY)
+
+
+class Record:
+    """A fixed-up MFT record: its header and attributes, parsed on demand."""
+
+    __slots__ = ("number", "data", "offset", "header")
+
+    def __init__(self, number: int, data: bytes, offset: int) -> None:
+        self.number = number
+        self.data = data
+        self.offset = offset  # where it lies in the volume
+        _, sequence, links, first, flags, used, allocated, base = _RECORD.unpack_from(data, 8)
+        if not 24 <= first < used <= len(data) or allocated != len(data):
+            raise CorruptImage(f"MFT record {number}: first attribute at {first}, {used} bytes in use of "
+                               f"{allocated} allocated, in a {len(data)}-byte record", layer=LAYER,
+                               offset=offset + 20)
+        self.header = RecordHeader(sequence, links, flags, reference(base)[0], first, used)
+
+    def attributes(self) -> list[Attribute]:
+        found: list[Attribute] = []
+        pos, end = self.header.attributes_offset, self.header.used_size
+        while pos + 4 <= end:
+            type_ = int.from_bytes(self.data[pos : pos + 4], "little")
+            if type_ == END_MARKER:
+                return found
+            found.append(self._attribute(pos, end))
+            pos += int.from_bytes(self.data[pos + 4 : pos + 8], "little")
+        raise CorruptImage(f"MFT record {self.number}: no end marker among its attributes", layer=LAYER,
+                           offset=self.offset + pos)
+
+    def _attribute(self, pos: int, end: int) -> Attribute:
+        data, where = self.data, self.offset + pos
+        if pos + _ATTRIBUTE.size > end:
+            raise CorruptImage(f"MFT record {self.number}: an attribute header runs past its used size", layer=LAYER,
+                               offset=where)
+        type_, length, non_resident, name_length, name_offset, flags, instance = _ATTRIBUTE.unpack_from(data, pos)
+        if length < 24 or length % 8 or pos + length > end or non_resident > 1:
+            raise CorruptImage(f"MFT record {self.number}: attribute 0x{type_:x} has length {length}, past the "
+                               f"record's {end} used bytes or not a multiple of 8", layer=LAYER, offset=where)
+        body = data[pos : pos + length]
+        name = ""
+        if name_length:
+            if name_offset + 2 * name_length > length:
+                raise CorruptImage(f"MFT record {self.number}: attribute 0x{type_:x}'s name runs past it",
+                                   layer=LAYER, offset=where)
+            name = body[name_offset : name_offset + 2 * name_length].decode("utf-16-le", "replace")
+        attr = Attribute(type_, name, flags, instance, self.number, where)
+        if non_resident:
+            _non_resident(attr, body, self.number)
+        else:
+            value_size, value_offset = _RESIDENT.unpack_from(body, 16)
+            if value_offset + value_size > length:
+                raise CorruptImage(f"MFT record {self.number}: attribute 0x{type_:x}'s value ({value_size} bytes at "
+                                   f"{value_offset}) runs past it", layer=LAYER, offset=where)
+            attr.value = bytes(body[value_offset : value_offset + value_size])
+        return attr
+
+
+def _non_resident(attr: Attribute, body: bytes, number: int) -> None:
+    if len(body) < 16 + _NON_RESIDENT.size:
+        raise CorruptImage(f"MFT record {number}: non-resident attribute 0x{attr.type:x} is too short", layer=LAYER,
+                           offset=attr.offset)
+    first, last, runs_offset, unit, allocated, size, initialized = _NON_RESIDENT.unpack_from(body, 16)
+    if not 0 <= first <= last + 1 or runs_offset > len(body) or unit > 16 or min(allocated, size, initialized) < 0:
+        raise CorruptImage(f"MFT record {number}: attribute 0x{attr.type:x} has VCNs {first}..{last}, run list at "
+                           f"{runs_offset}, compression unit 2**{unit}, sizes {allocated}/{size}/{initialized}",
+                           layer=LAYER, offset=attr.offset)
+    attr.first_vcn, attr.last_vcn, attr.unit_shift = first, last, unit
+    attr.allocated_size, attr.data_size, attr.initialized_size = allocated, size, initialized
+    attr.runs = bytes(body[runs_offset:])
