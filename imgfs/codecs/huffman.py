@@ -24,13 +24,10 @@ def decode_table(lengths: Sequence[int], max_length: int, what: str,
     patterns), and, when ``complete``, a code that leaves bit patterns unused. A code with no symbols at
     all gives a one-entry table of ``UNUSED``.
     """
-    counts = [0] * (max_length + 1)
-    for length in lengths:
-        if length > max_length:
-            raise DecodeError(f"{what}: a code length of {length} bits (at most {max_length})")
-        counts[length] += 1
-    counts[0] = 0
-    table_bits = max((n for n in range(max_length + 1) if counts[n]), default=0)
+    counts = [lengths.count(n) for n in range(max_length + 1)]
+    if sum(counts) != len(lengths):
+        raise DecodeError(f"{what}: a code length above {max_length} bits")
+    table_bits = max((n for n in range(1, max_length + 1) if counts[n]), default=0)
     if table_bits == 0:
         if complete:
             raise DecodeError(f"{what}: no symbol has a code")
@@ -42,8 +39,9 @@ def decode_table(lengths: Sequence[int], max_length: int, what: str,
         raise DecodeError(f"{what}: the code lengths leave codes unused")
     table: list[int] = []
     extend = table.extend
-    for length, symbol in sorted((n, symbol) for symbol, n in enumerate(lengths) if n):
+    for symbol in sorted(range(len(lengths)), key=lengths.__getitem__)[counts[0]:]:  # stable: canonical
+        length = lengths[symbol]
         extend([symbol << 5 | length] * (1 << (table_bits - length)))
-    if len(table) < 1 << table_bits:
-        table.extend([UNUSED] * ((1 << table_bits) - len(table)))
+    if used < 1 << table_bits:
+        table.extend([UNUSED] * ((1 << table_bits) - used))
     return table, table_bits

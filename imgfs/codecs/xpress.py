@@ -28,6 +28,8 @@ from imgfs.codecs.huffman import decode_table
 BLOCK_SIZE = 65536  # output bytes per Huffman table
 _TABLE_SIZE = 256
 _MASKS = tuple((1 << n) - 1 for n in range(64))
+_LOW_NIBBLES = bytes(b & 15 for b in range(256))
+_HIGH_NIBBLES = bytes(b >> 4 for b in range(256))
 
 
 def _check_size(out_size: int) -> None:
@@ -38,9 +40,9 @@ def _check_size(out_size: int) -> None:
 @lru_cache(maxsize=64)
 def _huffman_table(packed: bytes) -> tuple[list[int], int]:
     """The decoding table of one block's 256-byte length table (equal tables recur: cache them)."""
-    lengths: list[int] = []
-    for byte in packed:
-        lengths += (byte & 15, byte >> 4)
+    lengths = bytearray(512)
+    lengths[0::2] = packed.translate(_LOW_NIBBLES)
+    lengths[1::2] = packed.translate(_HIGH_NIBBLES)
     return decode_table(lengths, 15, "XPRESS Huffman table")
 
 
