@@ -8,9 +8,11 @@ that the source, ntfs-3g's mount and imgfs can be compared entry by entry.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
+import shutil
 import socket
 import stat
 import subprocess
@@ -139,12 +141,15 @@ def copy_tree(source: Path, target: Path) -> None:
         here = Path(dirpath)
         there = target / here.relative_to(source)
         for name in dirnames:
+            if (here / name).is_symlink():
+                filenames.append(name)  # a link to a folder: os.walk does not follow it
+                continue
             (there / name).mkdir()
             _copy_xattrs(here / name, there / name)
         for name in sorted(filenames):
             _copy_entry(here / name, there / name, inodes)
     for dirpath, dirnames, _ in os.walk(source, topdown=False):
-        for name in dirnames:
+        for name in (d for d in dirnames if not (Path(dirpath) / d).is_symlink()):
             st = (Path(dirpath) / name).lstat()
             os.utime(target / Path(dirpath).relative_to(source) / name, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -181,20 +186,29 @@ def write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None
     os.utime(path, (MTIME, MTIME))
 
 
-def write_interleaved(paths: list[Path], piece: int, pieces: int) -> None:
-    """Files written a piece at a time in turn, so that each one's clusters alternate with the others'."""
-    files = [open(p, "wb") for p in paths]
+def write_fragmented(volume: Path, copies: list[Path], cluster: int) -> int:
+    """A file that has to take what free space is left in pieces: the volume is filled with files of two
+    clusters, every other one is deleted, and the file is written into the holes (ntfs-3g finds no larger
+    free area, so its run list gets long enough to need an attribute list). Returns its size."""
+    filler = volume / "filler"
+    filler.mkdir()
+    count = 0
     try:
-        for i in range(pieces):
-            for n, f in enumerate(files):
-                f.write(pseudo_random(piece, 1000 * n + i))
-                f.flush()
-                os.fsync(f.fileno())
-    finally:
-        for f in files:
-            f.close()
-    for p in paths:
-        os.utime(p, (MTIME, MTIME))
+        while True:
+            (filler / f"{count:06d}").write_bytes(b"f" * 2 * cluster)
+            count += 1
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    for i in range(0, count, 2):
+        (filler / f"{i:06d}").unlink()
+    st = os.statvfs(volume)
+    size = st.f_bavail * st.f_frsize - 64 * cluster  # room for the run list's records
+    data = pseudo_random(size, 8)
+    for copy in (volume, *copies):
+        write(copy / "fragmented.bin", data)
+    shutil.rmtree(filler)
+    return size
 
 
 COMPRESSIBLE = b"".join(f"line {i:06d} of a compressible text file\n".encode() for i in range(20000))

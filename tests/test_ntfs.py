@@ -22,7 +22,7 @@ from ntfstools import (
     ntfs3g,
     populate_compressed,
     snapshot,
-    write_interleaved,
+    write_fragmented,
     write_sparse,
 )
 
@@ -50,19 +50,19 @@ class Volume:
         return NtfsFilesystem(stream, OpenContext(str(self.image), BlockCache(64 << 20)))
 
 
-def make_volume(base: Path, cluster: int, size: int, fragments: int, compressed: bool) -> Volume:
+def make_volume(base: Path, cluster: int, size: int, compressed: bool) -> Volume:
     source = build_tree(base / "source")
     image = mkntfs(base / f"ntfs-{cluster}.img", size, cluster)
     with ntfs3g(image, base / "writer") as mnt:
         copy_tree(source, mnt)
         for root in (source, mnt):
             write_sparse(root / "sparse.bin", SPARSE_SIZE, SPARSE_PIECES)
-            write_interleaved([root / "fragmented-a.bin", root / "fragmented-b.bin"], cluster, fragments)
         if compressed:
             contents = populate_compressed(mnt / "compressed")
+            (source / "compressed").mkdir()
             for name, data in contents.items():
-                (source / "compressed").mkdir(exist_ok=True)
                 (source / "compressed" / name).write_bytes(data)
+        write_fragmented(mnt, [source], cluster)
     with ntfs3g(image, base / "reader", "ro") as mnt:
         oracle = snapshot(mnt)
     return Volume(image, source, oracle)
@@ -70,12 +70,12 @@ def make_volume(base: Path, cluster: int, size: int, fragments: int, compressed:
 
 @pytest.fixture(scope="module")
 def volume4k(tmp_path_factory: pytest.TempPathFactory) -> Volume:
-    return make_volume(tmp_path_factory.mktemp("ntfs4k"), 4096, 160 << 20, 700, compressed=True)
+    return make_volume(tmp_path_factory.mktemp("ntfs4k"), 4096, 48 << 20, compressed=True)
 
 
 @pytest.fixture(scope="module")
 def volume64k(tmp_path_factory: pytest.TempPathFactory) -> Volume:
-    return make_volume(tmp_path_factory.mktemp("ntfs64k"), 65536, 256 << 20, 60, compressed=False)
+    return make_volume(tmp_path_factory.mktemp("ntfs64k"), 65536, 96 << 20, compressed=False)
 
 
 # -- a library-level walk, shown the way snapshot() shows a mounted tree -------------------------------

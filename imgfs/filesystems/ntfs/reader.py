@@ -29,6 +29,7 @@ import struct
 from collections import OrderedDict
 from typing import Any, Optional
 
+from imgfs.codecs import lznt1, wof
 from imgfs.errors import CorruptImage, EncryptedImage, ImageError
 from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.ntfs import journal
@@ -339,7 +340,7 @@ class NtfsFilesystem(Filesystem):
         segments = [a for a in attrs if a.type == DATA and not a.name]
         if not segments:
             return BytesStream(b"", name=f"{self.name}:{what}")
-        return attribute_stream(self.stream, self.boot, segments, self.cache, self._lznt1(), f"{self.name}:{what}")
+        return attribute_stream(self.stream, self.boot, segments, self.cache, lznt1.decompress, f"{self.name}:{what}")
 
     def open(self, node: Node) -> Stream:
         if not node.is_file:
@@ -359,15 +360,15 @@ class NtfsFilesystem(Filesystem):
         return self._unnamed(attrs, node.name)
 
     def _wof(self, attrs: list[Attribute], reparse: Attribute, name: str) -> Stream:
-        raise CorruptImage(f"{name!r} is WOF-compressed, which imgfs cannot read yet", layer=LAYER,
-                           offset=reparse.offset)
-
-    def _lznt1(self) -> Any:
-        try:
-            from imgfs.codecs import lznt1  # type: ignore[attr-defined]
-        except ImportError:
-            return None
-        return lznt1.decompress
+        """A WOF-compressed file (CompactOS): its chunks are in the WofCompressedData stream."""
+        algorithm = wof.parse_reparse_data(reparse_tag(self._value(reparse))[1], layer=LAYER)
+        segments = [a for a in attrs if a.type == DATA and a.name == WOF_STREAM]
+        if not segments:
+            raise CorruptImage(f"{name!r} has a WOF reparse point but no {WOF_STREAM} stream", layer=LAYER,
+                               offset=reparse.offset)
+        data = attribute_stream(self.stream, self.boot, segments, self.cache, lznt1.decompress,
+                                f"{self.name}:{name}:{WOF_STREAM}")
+        return wof.open_wof(data, self._data_size(attrs), algorithm, self.cache, f"{self.name}:{name}")
 
     # -- extended attributes -------------------------------------------------------------------------
 
@@ -389,7 +390,7 @@ class NtfsFilesystem(Filesystem):
                 log.info("%s: %r's stream %r (%d bytes) is too large for an xattr; not shown", self.name,
                          node.name, name, size)
                 continue
-            stream = attribute_stream(self.stream, self.boot, segments, self.cache, self._lznt1(), name)
+            stream = attribute_stream(self.stream, self.boot, segments, self.cache, lznt1.decompress, name)
             shown[f"user.{name}"] = stream.pread(0, size)
         return shown
 

@@ -14,6 +14,7 @@ import bisect
 from collections.abc import Sequence
 from typing import Callable, Optional
 
+from imgfs.codecs import DecodeError
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.ntfs.boot import BootSector
 from imgfs.filesystems.ntfs.record import FLAG_COMPRESSION_MASK, LAYER, Attribute
@@ -97,6 +98,14 @@ class CompressedStream(ChunkedStream):
             pieces.append((None, count))
         return pieces
 
+    def _decoded(self, stored: bytes, unit_size: int, index: int) -> bytes:
+        try:
+            data = self._decompress(stored, unit_size)
+        except DecodeError as exc:
+            raise CorruptImage(f"MFT record {self._where[0]}: compression unit {index}: {exc}", layer=LAYER,
+                               offset=self._where[1]) from None
+        return data + bytes(unit_size - len(data))  # a unit whose data ends early: zeros after it
+
     def _unit(self, index: int) -> bytes:
         unit_size = self._unit_clusters * self._cluster_size
         start = index * unit_size
@@ -111,9 +120,7 @@ class CompressedStream(ChunkedStream):
             if len(allocated) == len(pieces) and sum(n for _, n in allocated) == self._unit_clusters:
                 data = stored[:want]  # every cluster allocated: stored as it is
             else:
-                data = self._decompress(stored, unit_size)[:want]
-                if len(data) < want:
-                    data += bytes(want - len(data))  # the unit's data ended early: the rest is zeros
+                data = self._decoded(stored, unit_size, index)[:want]
         if start + want > self._valid:  # past the valid data length: zeros, whatever is stored
             keep = max(0, self._valid - start)
             data = data[:keep] + bytes(want - keep)
@@ -121,10 +128,7 @@ class CompressedStream(ChunkedStream):
 
 
 def attribute_stream(volume: Stream, boot: BootSector, segments: Sequence[Attribute], cache: BlockCache,
-                     decompress: Optional[Decompressor], name: str) -> Stream:
-    first = first_segment(segments)
-    if not is_compressed(first):
+                     decompress: Decompressor, name: str) -> Stream:
+    if not is_compressed(first_segment(segments)):
         return plain_stream(volume, boot, segments, name)
-    if decompress is None:
-        raise CorruptImage(f"{name}: LZNT1 compression cannot be read here", layer=LAYER, offset=first.offset)
     return CompressedStream(volume, boot, segments, cache, decompress, name)
