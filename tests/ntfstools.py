@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +25,11 @@ from typing import Any, Optional
 MTIME = 1_600_000_000
 HARD_LINKS = 30  # names of one file: more $FILE_NAMEs than one MFT record holds, so an attribute list
 MANY = 3200  # entries of the large folder: an index B-tree of two levels
+TIMES = {  # (atime, mtime) in ns: NTFS keeps 100 ns ticks from 1601
+    "precise": (1_500_000_000_987_654_321, 1_600_000_000_123_456_789),
+    "before-1970": (-631_152_000_000_000_000, -315_619_200_000_000_100),
+    "after-2038": (4_102_444_800_000_000_000, 4_000_000_000_999_999_999),
+}
 
 
 def pseudo_random(size: int, seed: int) -> bytes:
@@ -56,6 +62,9 @@ def build_tree(root: Path, many: int = MANY) -> Path:
     write(root / "case", b"lower\n")  # differs only in case: POSIX names, both kept
     write(root / ("n" * 251 + ".txt"), b"a 255-character name\n")
     write(root / "colon:in name", b"a colon, which only the POSIX namespace allows\n")
+    for name, (atime_ns, mtime_ns) in TIMES.items():
+        write(root / "times" / name, name.encode())
+        os.utime(root / "times" / name, ns=(atime_ns, mtime_ns))
     deep = root / "deep"
     for level in range(40):
         deep = deep / f"level{level:02d}"
@@ -298,3 +307,70 @@ def find_attribute(image: Path, path: str) -> Optional[str]:
     """ntfsinfo's dump of one file, for locating records to damage (an independent reader)."""
     done = subprocess.run(["ntfsinfo", "-F", path, str(image)], capture_output=True, text=True)
     return done.stdout if done.returncode == 0 else None
+
+
+# -- what ntfs-3g does not write by itself: Windows links, WSL special files, WOF files --------------------
+
+TAG_SYMLINK, TAG_MOUNT_POINT = 0xA000000C, 0xA0000003
+
+
+def symlink_reparse(substitute: str, relative: bool, print_name: str = "") -> bytes:
+    """A Windows symbolic link's reparse buffer (MS-FSCC 2.1.2.4): names in UTF-16, flag 1 when relative."""
+    sub, shown = substitute.encode("utf-16-le"), (print_name or substitute).encode("utf-16-le")
+    body = struct.pack("<HHHHI", len(shown), len(sub), 0, len(shown), int(relative)) + shown + sub
+    return struct.pack("<IHH", TAG_SYMLINK, len(body), 0) + body
+
+
+def junction_reparse(substitute: str, print_name: str = "") -> bytes:
+    """A junction's (mount point's) reparse buffer (MS-FSCC 2.1.2.5): each name followed by a NUL."""
+    sub, shown = substitute.encode("utf-16-le"), print_name.encode("utf-16-le")
+    body = struct.pack("<HHHH", 0, len(sub), len(sub) + 2, len(shown)) + sub + b"\0\0" + shown + b"\0\0"
+    return struct.pack("<IHH", TAG_MOUNT_POINT, len(body), 0) + body
+
+
+# name -> (a folder?, reparse buffer); the targets are resolved on the volume built by build_tree
+WINDOWS_LINKS: dict[str, tuple[bool, bytes]] = {
+    "relative": (False, symlink_reparse("..\\README.TXT", True)),  # found without regard to case
+    "relative-missing": (False, symlink_reparse("..\\no\\such", True)),
+    "rooted": (False, symlink_reparse("\\DEEP\\level00", True)),
+    "absolute-here": (False, symlink_reparse("\\??\\C:\\hard\\ONE", False, "C:\\hard\\ONE")),
+    "absolute-elsewhere": (False, symlink_reparse("\\??\\D:\\Windows\\System32", False, "D:\\Windows\\System32")),
+    "absolute-folder": (True, symlink_reparse("\\??\\C:\\deep", False, "C:\\deep")),
+    "junction": (True, junction_reparse("\\??\\C:\\Deep\\Level00", "C:\\Deep\\Level00")),
+    "junction-elsewhere": (True, junction_reparse("\\??\\C:\\Users\\Public", "C:\\Users\\Public")),
+    "volume-junction": (True, junction_reparse("\\??\\Volume{01234567-89ab-cdef-0123-456789abcdef}\\")),
+    "unc": (False, symlink_reparse("\\??\\UNC\\server\\share\\file", False, "\\\\server\\share\\file")),
+}
+
+
+def make_windows_links(folder: Path) -> None:
+    folder.mkdir()
+    for name, (is_dir, data) in WINDOWS_LINKS.items():
+        path = folder / name
+        if is_dir:
+            path.mkdir()
+        else:
+            path.touch()
+        os.setxattr(path, "system.ntfs_reparse_data", data)
+
+
+def make_wsl_specials(folder: Path) -> None:
+    """Through a mount with ``special_files=wsl``: WSL symlinks (0xA000001D), FIFOs, sockets and devices."""
+    folder.mkdir()
+    os.symlink("../README.txt", folder / "link")
+    os.symlink("/usr/bin/env", folder / "absolute")
+    os.mkfifo(folder / "fifo")
+    os.mknod(folder / "chr", stat.S_IFCHR | 0o644, os.makedev(4, 66))
+    os.mknod(folder / "blk", stat.S_IFBLK | 0o644, os.makedev(259, 70000))
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(folder / "socket"))
+
+
+def make_wof_file(path: Path, content: bytes, algorithm: int, engine: str) -> None:
+    """A WOF-compressed file, as ``wofwriter`` says to make one through ``streams_interface=windows``."""
+    from wofwriter import reparse_point, wof_stream
+
+    path.touch()
+    Path(f"{path}:WofCompressedData").write_bytes(wof_stream(content, algorithm, engine=engine))
+    os.truncate(path, len(content))
+    os.setxattr(path, "system.ntfs_reparse_data", reparse_point(algorithm))

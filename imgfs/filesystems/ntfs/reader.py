@@ -376,7 +376,7 @@ class NtfsFilesystem(Filesystem):
         handle = node.handle
         record = self._file_record(handle) if isinstance(handle, FileHandle) else self._record(handle.record, "")
         attrs = self.mft.attributes(record)
-        flags = self._standard(attrs, record).flags | (ATTR_DIRECTORY if node.is_dir else 0)
+        flags = self._standard(attrs, record).flags | (ATTR_DIRECTORY if record.header.is_directory else 0)
         shown = {"system.ntfs_attrib": flags.to_bytes(4, "little")}
         if not (node.is_file or node.is_dir):
             return shown  # Linux allows user.* attributes only on files and directories
