@@ -120,7 +120,8 @@ class Mft:
             return own
         found = [a for a in own if a.type != ATTRIBUTE_LIST]
         seen = {base.number}
-        for entry in list_entries(self._list_value(listing), base.number):
+        entries = list(list_entries(self._list_value(listing), base.number))
+        for entry in entries:
             if entry.record in seen:
                 continue  # the base itself, or an extension record already taken whole
             seen.add(entry.record)
@@ -133,6 +134,13 @@ class Mft:
                                    f"is not in use", layer=LAYER, offset=extension.offset)
             # an extension record's own attribute list would be a loop: it is never followed
             found += [a for a in extension.attributes() if a.type != ATTRIBUTE_LIST]
+        held = {(a.record, a.type, a.name, a.first_vcn, a.instance) for a in found}
+        for entry in entries:
+            key = (entry.record, entry.type, entry.name, entry.first_vcn, entry.instance)
+            if key not in held and entry.type != ATTRIBUTE_LIST:
+                raise CorruptImage(f"MFT record {base.number}'s attribute list names attribute 0x{entry.type:x} "
+                                   f"{entry.name!r} from VCN {entry.first_vcn} in record {entry.record}, which does "
+                                   f"not hold it", layer=LAYER, offset=base.offset)
         return found
 
     def _list_value(self, listing: Attribute) -> bytes:
