@@ -62,6 +62,8 @@ def build_tree(root: Path, many: int = MANY) -> Path:
     write(root / "case", b"lower\n")  # differs only in case: POSIX names, both kept
     write(root / ("n" * 251 + ".txt"), b"a 255-character name\n")
     write(root / "colon:in name", b"a colon, which only the POSIX namespace allows\n")
+    write(root / "Long File Name.txt", b"with a DOS 8.3 alias (see add_dos_names)\n")
+    write(root / "Program Files" / "inside", b"in a folder with a DOS 8.3 alias\n")
     for name, (atime_ns, mtime_ns) in TIMES.items():
         write(root / "times" / name, name.encode())
         os.utime(root / "times" / name, ns=(atime_ns, mtime_ns))
@@ -184,6 +186,12 @@ def _copy_entry(src: Path, dst: Path, inodes: dict[int, Path]) -> None:
 def _copy_xattrs(src: Path, dst: Path) -> None:
     for name in os.listxattr(src):
         os.setxattr(dst, name, os.getxattr(src, name))
+
+
+def add_dos_names(volume: Path) -> None:
+    """Windows gives long names an 8.3 alias (a second $FILE_NAME in the DOS namespace); ntfs-3g can add one."""
+    os.setxattr(volume / "Long File Name.txt", "system.ntfs_dos_name", b"LONGFI~1.TXT")
+    os.setxattr(volume / "Program Files", "system.ntfs_dos_name", b"PROGRA~1")
 
 
 def write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None:

@@ -17,6 +17,7 @@ from ntfstools import (
     HARD_LINKS,
     TIMES,
     WINDOWS_LINKS,
+    add_dos_names,
     build_tree,
     comparable,
     copy_tree,
@@ -72,6 +73,7 @@ def make_volume(base: Path, cluster: int, size: int, compressed: bool) -> Volume
     image = mkntfs(base / f"ntfs-{cluster}.img", size, cluster)
     with ntfs3g(image, base / "writer") as mnt:
         copy_tree(source, mnt)
+        add_dos_names(mnt)
         for root in (source, mnt):
             write_sparse(root / "sparse.bin", SPARSE_SIZE, SPARSE_PIECES)
         if compressed:
@@ -82,7 +84,7 @@ def make_volume(base: Path, cluster: int, size: int, compressed: bool) -> Volume
         write_fragmented(mnt, [source], cluster)
     if compressed:  # the 4 KiB volume: what ntfs-3g does not write unasked
         _add_wsl_wof_and_windows_links(image, base, source)
-    with ntfs3g(image, base / "reader", "ro") as mnt:
+    with ntfs3g(image, base / "reader", "ro", "posix_nlink") as mnt:  # link counts without DOS aliases
         oracle = snapshot(mnt, ignore=frozenset({"wof"}))  # ntfs-3g without its plugin cannot read WOF
         attribs = {path: os.getxattr(mnt / path, "system.ntfs_attrib", follow_symlinks=False)
                    for path in ATTRIB_SAMPLE if os.path.lexists(mnt / path)}
