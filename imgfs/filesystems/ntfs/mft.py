@@ -4,7 +4,8 @@ The MFT is itself a file (record 0) whose $DATA may be fragmented; its first rec
 boot sector, the rest through record 0's run list. Records 0-3 have a copy in $MFTMirr: when one of them is
 damaged, the copy is read instead, with a warning. A file whose attributes do not fit one record keeps an
 $ATTRIBUTE_LIST naming the extension records that hold the rest; each must point back to its base record.
-Fixed-up records go through the mount's cache (hot metadata); the raw bytes are the page cache's.
+Records are read when asked for, from the page cache: a file's record is wanted once for ``stat`` and once
+per ``open``, and fixing one up costs less than keeping it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from imgfs.filesystems.ntfs.record import (
 from imgfs.filesystems.ntfs.runs import byte_runs, chain_runs, covered
 from imgfs.filesystems.ntfs.streams import plain_stream
 from imgfs.filesystems.ntfs.values import list_entries
-from imgfs.io.cache import BlockCache, new_cache_id
 from imgfs.io.stream import ExtentStream, Stream, read_exact
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,11 @@ MAX_RECORDS = 1 << 40  # what a 48-bit file reference can name, with room for th
 
 
 class Mft:
-    def __init__(self, volume: Stream, boot: BootSector, cache: BlockCache) -> None:
+    def __init__(self, volume: Stream, boot: BootSector) -> None:
         self.volume = volume
         self.boot = boot
-        self.cache = cache
         self.name = volume.name
         self.record_size = boot.record_size
-        self._cache_id = new_cache_id()
         self._runs: list[tuple[int, int]] = [(boot.mft_cluster * boot.cluster_size, boot.record_size)]
         self._starts = [0]
         self.stream: Stream = ExtentStream.over(volume, self._runs)
@@ -81,8 +79,7 @@ class Mft:
         """Record ``number``, fixed up and checked; ``CorruptImage`` if it cannot be read."""
         if not 0 <= number < self.record_count:
             raise CorruptImage(f"MFT record number: expected below {self.record_count}, got {number}", layer=LAYER)
-        data = self.cache.get((self._cache_id, number), lambda: self._load(number))
-        return Record(number, data, self._offset(number))
+        return Record(number, self._load(number), self._offset(number))
 
     def _offset(self, number: int) -> int:
         """Where record ``number`` lies in the volume (for messages)."""

@@ -106,7 +106,7 @@ class NtfsFilesystem(Filesystem):
         self.boot = read_boot_sector(stream)
         self.block_size = self.boot.cluster_size
         self.total_size = self.boot.volume_size
-        self.mft = Mft(stream, self.boot, self.cache)
+        self.mft = Mft(stream, self.boot)
         self._cache_id = new_cache_id()
         self._names: OrderedDict[int, dict[str, tuple[str, int]]] = OrderedDict()
         self._translator = Translator(self._lookup, ROOT_RECORD)
