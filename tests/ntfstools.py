@@ -372,6 +372,8 @@ def make_wsl_specials(folder: Path) -> None:
     os.mknod(folder / "blk", stat.S_IFBLK | 0o644, os.makedev(259, 70000))
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(folder / "socket"))
+    for entry in folder.iterdir():
+        os.utime(entry, (MTIME, MTIME), follow_symlinks=False)
 
 
 def make_wof_file(path: Path, content: bytes, algorithm: int, engine: str) -> None:
@@ -381,4 +383,5 @@ def make_wof_file(path: Path, content: bytes, algorithm: int, engine: str) -> No
     path.touch()
     Path(f"{path}:WofCompressedData").write_bytes(wof_stream(content, algorithm, engine=engine))
     os.truncate(path, len(content))
+    os.utime(path, (MTIME, MTIME))  # not after: ntfs-3g cannot open a WOF file to change its times
     os.setxattr(path, "system.ntfs_reparse_data", reparse_point(algorithm))

@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import compare_trees
+from disktools import blank, fat_image, put, sfdisk
 from ntfstools import (
     COMPRESSIBLE,
     HARD_LINKS,
@@ -46,6 +49,7 @@ from imgfs.layer import OpenContext
 if not shutil.which("mkntfs") or not shutil.which("ntfs-3g"):
     pytest.skip("ntfs-3g (mkntfs, ntfs-3g) is not installed", allow_module_level=True)
 
+SVI = "System Volume Information"
 SPARSE_SIZE = 40 << 20
 SPARSE_PIECES = [(0, b"start"), (20 << 20, b"middle"), (SPARSE_SIZE - 5, b"end!\n")]
 
@@ -74,18 +78,21 @@ def make_volume(base: Path, cluster: int, size: int, compressed: bool) -> Volume
     with ntfs3g(image, base / "writer") as mnt:
         copy_tree(source, mnt)
         add_dos_names(mnt)
+        write(mnt / SVI / "tracking.log", b"hidden from the tree, shown under .imgfs\n")
+        (source / SVI).mkdir()
         for root in (source, mnt):
             write_sparse(root / "sparse.bin", SPARSE_SIZE, SPARSE_PIECES)
         if compressed:
             contents = populate_compressed(mnt / "compressed")
             (source / "compressed").mkdir()
             for name, data in contents.items():
-                (source / "compressed" / name).write_bytes(data)
+                write(source / "compressed" / name, data)
         write_fragmented(mnt, [source], cluster)
     if compressed:  # the 4 KiB volume: what ntfs-3g does not write unasked
         _add_wsl_wof_and_windows_links(image, base, source)
     with ntfs3g(image, base / "reader", "ro", "posix_nlink") as mnt:  # link counts without DOS aliases
-        oracle = snapshot(mnt, ignore=frozenset({"wof"}))  # ntfs-3g without its plugin cannot read WOF
+        # ntfs-3g without its plugin cannot read WOF; it shows System Volume Information as it is
+        oracle = snapshot(mnt, ignore=frozenset({"wof", SVI}))
         attribs = {path: os.getxattr(mnt / path, "system.ntfs_attrib", follow_symlinks=False)
                    for path in ATTRIB_SAMPLE if os.path.lexists(mnt / path)}
     return Volume(image, source, oracle, base / "reader", attribs)
@@ -155,7 +162,7 @@ def test_library_matches_source_and_ntfs3g(which: str, request: pytest.FixtureRe
     source = snapshot(volume.source)
     assert not differences(comparable(source), comparable(ours)), differences(comparable(source), comparable(ours))
     oracle = {p: e for p, e in volume.oracle.items() if p.split("/")[0] != "windows-links"}
-    ours = {p: e for p, e in ours.items() if p.split("/")[0] != "wof"}
+    ours = {p: e for p, e in ours.items() if p.split("/")[0] not in ("wof", SVI)}
     assert not differences(comparable(oracle), comparable(ours)), differences(comparable(oracle), comparable(ours))
     assert inode_groups(ours) == inode_groups(source) == inode_groups(volume.oracle)
     assert max(len(g) for g in inode_groups(ours)) == HARD_LINKS
@@ -242,3 +249,56 @@ def test_compression_units_decode_lazily(volume4k: Volume) -> None:
     assert stream.pread(200_000, 100) == COMPRESSIBLE[200_000:200_100]
     assert fs.cache.misses - before == 1  # one 64 KiB unit, however long the file
     assert stream.pread(0, 10) == COMPRESSIBLE[:10]
+
+
+# -- through FUSE: the volume in MBR and GPT disks beside a FAT partition ---------------------------------
+
+FAT_LABEL = "BESIDE"
+
+
+@pytest.fixture(scope="module", params=["mbr", "gpt"])
+def disk(request: pytest.FixtureRequest, volume4k: Volume, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp(f"disk-{request.param}")
+    write(base / "fat-src" / "hello.txt", b"the FAT side\n")
+    fat = fat_image(base / "fat.img", base / "fat-src", 16, FAT_LABEL)
+    ntfs = volume4k.image.read_bytes()
+    image = blank(base / "disk.img", (2 << 20) + len(fat) + len(ntfs))
+    sectors = len(ntfs) // 512
+    if request.param == "mbr":
+        sfdisk(image, f"label: dos\nstart=2048, size=32768, type=c\nstart=34816, size={sectors}, type=7\n")
+    else:
+        subprocess.run(["sgdisk", "-n", "1:2048:+16M", "-t", "1:0700", "-n", f"2:34816:+{sectors}", "-t", "2:0700",
+                        str(image)], check=True, capture_output=True)
+    put(image, 2048 * 512, fat)
+    put(image, 34816 * 512, ntfs)
+    return image
+
+
+def test_mounted_disks_match_the_source_and_ntfs3g(disk: Path, volume4k: Volume, mount: Any) -> None:
+    with mount(disk) as root:
+        assert sorted(os.listdir(root)) == [f"1 {FAT_LABEL}", "2 imgfs-ntfs"]
+        assert (root / f"1 {FAT_LABEL}" / "hello.txt").read_bytes() == b"the FAT side\n"
+        ntfs = root / "2 imgfs-ntfs"
+        compare_trees(volume4k.source, ntfs, modes=False, owners=False, ignore=frozenset({"windows-links"}))
+        ours = snapshot(ntfs, ignore=frozenset({"windows-links"}))
+        assert not differences(comparable(snapshot(volume4k.source)), comparable(ours))
+        oracle = {p: e for p, e in volume4k.oracle.items() if p.split("/")[0] != "windows-links"}
+        seen = {p: e for p, e in ours.items() if p.split("/")[0] not in ("wof", SVI)}
+        assert not differences(comparable(oracle), comparable(seen))
+        assert inode_groups(ours) == inode_groups(volume4k.oracle)
+        assert os.readlink(ntfs / "windows-links" / "junction") == "../deep/level00"
+        assert os.getxattr(ntfs / "compressed", "system.ntfs_attrib") == volume4k.attribs["compressed"]
+
+
+def test_mount_options_and_raw_views(volume4k: Volume, mount: Any) -> None:
+    with mount(volume4k.image, "uid=1234", "gid=5678", "umask=027", "rawviews") as root:
+        st, folder = (root / "README.txt").stat(), (root / "deep").stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o640)
+        assert stat.S_IMODE(folder.st_mode) == 0o750
+        assert os.listdir(root / SVI) == []  # its contents are hidden...
+        views = root / ".imgfs"
+        assert (views / SVI / "tracking.log").read_bytes() == b"hidden from the tree, shown under .imgfs\n"
+        mft = (views / "metafiles" / "$MFT").read_bytes()  # ...and so are the metafiles
+        assert mft[:4] == b"FILE" and len(mft) % 1024 == 0
+        assert (views / "metafiles" / "$Boot").read_bytes()[3:11] == b"NTFS    "
+        assert not [name for name in os.listdir(root) if name.startswith("$")]

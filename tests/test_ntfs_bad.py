@@ -3,12 +3,17 @@ touches and nothing else. The volume is made by mkntfs and ntfs-3g; damages are 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import read_errno, run_imgfs
+from disktools import fat_image
 from ntfspatch import (
     attribute_at,
     entry_name,
@@ -278,3 +283,34 @@ def test_truncated_image(image: Path) -> None:
         return
     with pytest.raises(CorruptImage):
         read_all(fs, "a.txt")
+
+
+# -- through FUSE and the assembler --------------------------------------------------------------------
+
+
+def test_damaged_file_is_eio_through_the_mount(image: Path, mount: Any) -> None:
+    patch(image, record_offset(image, record_number(image, "/a.txt")) + 1022, b"\xde\xad")
+    with mount(image) as root:
+        assert read_errno(root / "a.txt") == errno.EIO
+        assert (root / "b.txt").read_bytes() == b"b stays readable\n"
+        assert len(os.listdir(root / "many")) == 300
+
+
+def test_unreadable_root_refuses_the_mount_in_one_line(image: Path, tmp_path: Path) -> None:
+    patch(image, record_offset(image, 5) + 510, b"\x00\x00")
+    done = run_imgfs(str(image), str(tmp_path))
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0 and "MFT record 5: fixup mismatch" in done.stderr
+
+
+def test_bitlocker_is_named_and_refused(image: Path, tmp_path: Path) -> None:
+    patch(image, 3, b"-FVE-FS-")  # what BitLocker puts where NTFS has its name
+    done = run_imgfs("info", str(image))
+    assert done.returncode != 0 and "BitLocker-encrypted volume found: not supported" in done.stderr
+    write(tmp_path / "discovery" / "BitLockerToGo.exe", b"the reader Windows puts beside the encrypted part")
+    to_go = tmp_path / "to-go.img"
+    fat_image(to_go, tmp_path / "discovery", 16, "TOGO")
+    patch(to_go, 3, b"MSWIN4.1")
+    patch(to_go, 424, bytes.fromhex("3bd66749292ed84a8399f6a339e3d001"))  # BitLocker To Go keeps FAT's sector
+    done = run_imgfs("info", str(to_go))
+    assert done.returncode != 0 and "BitLocker-encrypted volume found: not supported" in done.stderr

@@ -117,7 +117,7 @@ class NtfsFilesystem(Filesystem):
             raise CorruptImage("MFT record 5, the root, is not a directory", layer=LAYER, offset=root.offset)
         times = self._standard(self.mft.attributes(root), root).times
         self.root = NtfsNode("", DIR_MODE, 0, ROOT_RECORD, 1, None, None, *times,
-                             handle=DirHandle(ROOT_RECORD, (ROOT_RECORD,)))
+                             handle=DirHandle(ROOT_RECORD, (ROOT_RECORD,)), owner=self)
         self.children(self.root)  # a broken root fails the mount, not the first ls
         self._warn_about_state()  # only once the mount will happen: a refusal stays one line
 
