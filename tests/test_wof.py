@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from msencoders import xpress_huffman_compress
-from wofwriter import assemble, reparse_point, wof_stream
+from wofwriter import assemble, reparse_point, wof_stream, write_wof_file
 
 from imgfs.codecs.wof import (
     ALGORITHMS,
@@ -147,3 +148,27 @@ def test_damaged_streams(damage: str, bad: set[int]) -> None:
         with pytest.raises(CorruptImage, match=f"chunk {i} of 5") as err:
             stream.pread(i * 4096, 1)
         assert err.value.layer == "dir/file" and err.value.offset is not None
+
+
+@pytest.mark.skipif(shutil.which("ntfs-3g") is None, reason="ntfs-3g is not installed")
+def test_wof_file_on_an_ntfs3g_volume(tmp_path: Path) -> None:
+    """The writer's recipe on a real volume: the reparse point, the attributes, and the named stream as
+    ntfscat reads it back, which open_wof decodes to the file."""
+    image, mnt = tmp_path / "ntfs.img", tmp_path / "mnt"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkntfs", "-q", "-F", "-f", "-c", "4096", str(image)], check=True, capture_output=True)
+    mnt.mkdir()
+    subprocess.run(["ntfs-3g", "-o", "streams_interface=windows", str(image), str(mnt)], check=True)
+    files = {f"f{algorithm}.exe": (algorithm, content()[: 50_000 + algorithm * 7]) for algorithm in ALGORITHMS}
+    try:
+        for name, (algorithm, data) in files.items():
+            write_wof_file(mnt / name, data, algorithm)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    for name, (algorithm, data) in files.items():
+        info = subprocess.run(["ntfsinfo", "-F", f"/{name}", str(image)], capture_output=True, text=True).stdout
+        assert "SPARSE_FILE REPARSE_POINT" in info and "$REPARSE_POINT" in info
+        stored = subprocess.run(["ntfscat", "-a", "0x80", "-n", "WofCompressedData", str(image), f"/{name}"],
+                                check=True, capture_output=True).stdout
+        assert open_wof(BytesStream(stored), len(data), algorithm, BlockCache(1 << 20)).pread(0, len(data)) == data
