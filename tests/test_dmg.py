@@ -23,8 +23,8 @@ from disktools import blank, put, sfdisk
 from isotools import pseudo_random, write_file
 from udifwriter import CODECS, TYPES, write_udif
 
-from imgfs.containers import OpenContext
 from imgfs.codecs import adc
+from imgfs.containers import OpenContext
 from imgfs.containers.dmg import open_udif, verify
 from imgfs.containers.dmg.codecs import DecodeError, decode, lzfse_raw_size
 from imgfs.containers.dmg.readahead import ReadAhead

@@ -46,8 +46,8 @@ from hfswriter import (
     lzvn_compress,
 )
 
-from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.codecs import lzvn
+from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.filesystems.hfsplus import HfsPlusFilesystem, probe
 from imgfs.filesystems.hfsplus.unicode import folded, shown, unit_string
 from imgfs.image import open_image
