@@ -157,6 +157,12 @@ def test_lzx_round_trips(kinds: tuple[int, ...]) -> None:
             assert lzx.decompress(stream, len(data)) == data, (kinds, block_size, len(data))
 
 
+def test_lzx_uncompressed_block_without_its_last_pad_byte() -> None:
+    stream = lzx_compress(b"hello", kinds=(UNCOMPRESSED,))
+    assert stream.endswith(b"hello\0")
+    assert lzx.decompress(stream[:-1], 5) == lzx.decompress(stream, 5) == b"hello"
+
+
 def test_lzx_e8_translation_bounds() -> None:
     """E8 bytes in the last 10 bytes stay as they are; targets outside the translated range too."""
     body = bytearray(b"\x90" * 60)
