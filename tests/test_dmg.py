@@ -24,7 +24,6 @@ from isotools import pseudo_random, write_file
 from udifwriter import CODECS, TYPES, write_udif
 
 from imgfs.codecs import adc
-from imgfs.containers import OpenContext
 from imgfs.containers.dmg import open_udif, verify
 from imgfs.containers.dmg.codecs import DecodeError, decode, lzfse_raw_size
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
