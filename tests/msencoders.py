@@ -234,12 +234,14 @@ _LZNT1_LIMITS = _lznt1_limits()
 
 
 def lznt1_compress(data: bytes, *, end_marker: bool = True) -> bytes:
-    """LZNT1: a chunk per 4 KiB, compressed when that makes it smaller, else stored (signature 3)."""
+    """LZNT1: a chunk per 4 KiB, compressed when that makes it smaller, else stored (signature 3). A
+    short last chunk is stored compressed even when that makes it larger, as ntfs-3g does (its reader
+    takes only full 4 KiB chunks as stored), unless it would not fit in a chunk."""
     out = bytearray()
     for start in range(0, len(data), 4096):
         chunk = data[start : start + 4096]
         body = _lznt1_chunk(chunk)
-        if len(body) < len(chunk):
+        if len(body) < len(chunk) or len(chunk) < 4096 and len(body) <= 4096:
             out += (0xB000 | (len(body) - 1)).to_bytes(2, "little") + body
         else:
             out += (0x3000 | (len(chunk) - 1)).to_bytes(2, "little") + chunk

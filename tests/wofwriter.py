@@ -17,16 +17,20 @@ Interface (for the codec tests and for NTFS volume tests):
     provider 2 (file), file-provider version 1, ``algorithm``. This is the value of ntfs-3g's
     ``system.ntfs_reparse_data`` extended attribute.
 
-To put a WOF file on an ntfs-3g volume (mounted with ``-o streams_interface=windows``): create the file
-empty, write ``wof_stream(...)`` to ``"file:WofCompressedData"``, ``truncate -s len(content) file`` (the
-unnamed stream then is sparse with the full size, as Windows leaves it), and set the reparse point last
-(``setfattr -n system.ntfs_reparse_data -v 0x<reparse_point(...).hex()> file``): ntfs-3g without its WOF
-plugin cannot open the file's data after that.
+``write_wof_file(path, content, algorithm, *, engine="test") -> None``
+    Makes ``path``, on an ntfs-3g volume mounted with ``-o streams_interface=windows``, a WOF file as
+    Windows leaves one: it creates the file empty, writes ``wof_stream(...)`` to its named stream
+    ``path:WofCompressedData``, truncates the file to ``len(content)`` (the unnamed stream is then
+    sparse, of the full size) and sets the reparse point last (``system.ntfs_reparse_data``); ntfs-3g
+    sets SPARSE_FILE and REPARSE_POINT in the file's attributes. ntfs-3g without its WOF plugin cannot
+    open or stat the file after that (EIO); ``ntfscat -a 0x80 -n WofCompressedData IMAGE /path`` still
+    reads the stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -89,3 +93,10 @@ def _wimlib_chunks(content: bytes, algorithm: int) -> list[bytes]:
     if not res.flags & RES_COMPRESSED:  # wimlib stores an incompressible file whole: every chunk as it is
         return [content[at : at + chunk_size] for at in range(0, len(content), chunk_size)]
     return [stored for stored, _ in wim.chunks(res)]
+
+
+def write_wof_file(path: Path, content: bytes, algorithm: int, *, engine: str = "test") -> None:
+    path.write_bytes(b"")
+    Path(f"{path}:WofCompressedData").write_bytes(wof_stream(content, algorithm, engine=engine))
+    os.truncate(path, len(content))
+    os.setxattr(path, "system.ntfs_reparse_data", reparse_point(algorithm))

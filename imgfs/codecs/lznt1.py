@@ -11,8 +11,13 @@ chunk's start.
 
 A chunk that makes fewer than 4096 bytes is followed by zeros up to the next chunk, and the output ends
 in zeros when the data ends before the stated size (an NTFS compression unit holding the file's end, or
-a unit cut short), as ntfs-3g reads them. Data that would decode past the stated size, a pair reaching
-before its chunk's start, or a chunk running past the data is a ``DecodeError``.
+a unit cut short), as ntfs-3g reads them; once the stated size is made, what follows is ignored (the
+slack of the unit's last cluster). A stored chunk may be shorter than 4096 bytes (ntfs-3g writes only
+full ones). A chunk that would decode past the stated size, a pair reaching before its chunk's start, or
+a chunk running past the data is a ``DecodeError``.
+
+For NTFS, state the whole compression unit (16 clusters) as the size and cut the file's part out of it:
+Windows may compress the last unit up to its last whole cluster, past the file's end.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ def decompress(data: bytes, out_size: int) -> bytes:
         header = data[ip] | data[ip + 1] << 8
         if header == 0:
             break
-        if chunk_start >= out_size:
-            raise DecodeError(f"a chunk at input byte {ip} starts past the stated {out_size} bytes")
+        if chunk_start >= out_size:  # all made: what follows is slack (ntfs-3g stops here too)
+            break
         if len(out) < chunk_start:  # the previous chunk was short: zeros up to this one
             out += bytes(chunk_start - len(out))
         end = ip + 3 + (header & 0xFFF)

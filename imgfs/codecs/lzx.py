@@ -159,7 +159,7 @@ def _uncompressed_block(bits: _Bits, data: bytes, out: bytearray, block_end: int
         raise DecodeError(f"an uncompressed LZX block at input byte {pos} runs past the end of the data")
     state.recent = list(struct.unpack_from("<3I", data, pos))
     out += data[pos + 12 : pos + 12 + count]
-    bits.restart(pos + 12 + count + (count & 1))
+    bits.restart(min(pos + 12 + count + (count & 1), len(data)))  # a last block may lack its pad byte
 
 
 def _read_lengths(bits: _Bits, lengths: list[int], start: int, stop: int) -> None:
