@@ -34,12 +34,18 @@ class FileHandle(NamedTuple):
 
 
 class NtfsNode(Node):
-    __slots__ = ("_owner",)
+    __slots__ = ("_owner", "attrib", "streams")
 
     def __init__(self, *args: Any, owner: Optional[NtfsFilesystem] = None, **kwargs: Any) -> None:
         self._owner = None
         super().__init__(*args, **kwargs)
         self._owner = owner  # None once the record's values are in
+        self.attrib: Optional[int] = None  # the DOS/NTFS attribute flags, once the record has been read
+        self.streams = True  # may it have named streams? (False once the record says it has none)
+
+    def remember(self, attrib: int, streams: bool) -> None:
+        """What the record says about its extended attributes, so that asking for them needs no record."""
+        self.attrib, self.streams = attrib, streams
 
     def settle(self) -> None:
         """Take the stat values from the MFT record, once."""

@@ -73,7 +73,6 @@ from imgfs.filesystems.ntfs.values import (
     ATTR_REPARSE_POINT,
     ATTR_SYSTEM,
     DOS,
-    FileName,
     StandardInformation,
     extended_attributes,
     volume_flags,
@@ -257,8 +256,10 @@ class NtfsFilesystem(Filesystem):
                             handle=FileHandle(entry.record, entry.sequence))
         size = len(special.target) if special.target is not None else 0
         mode = LINK_MODE if special.kind == stat.S_IFLNK else special.kind | 0o644
-        return NtfsNode(name, mode, size, entry.record, names, None, None, *standard.times, special.rdev,
+        node = NtfsNode(name, mode, size, entry.record, names, None, None, *standard.times, special.rdev,
                         special.target, FileHandle(entry.record, entry.sequence))
+        node.remember(self._attrib(standard, record), False)
+        return node
 
     def _special(self, attrs: list[Attribute], flags: int, parent: DirHandle) -> Optional[Special]:
         reparse = next((a for a in attrs if a.type == REPARSE_POINT), None)
@@ -307,10 +308,10 @@ class NtfsFilesystem(Filesystem):
 
     @staticmethod
     def _link_count(attrs: list[Attribute]) -> int:
-        names = {(fn.parent, fn.name) for fn in (FileName.parse(a.value, "a $FILE_NAME") for a in attrs
-                                                  if a.type == FILE_NAME and a.value is not None)
-                 if fn.namespace != DOS}
-        return max(1, len(names))
+        """The names a folder shows: every $FILE_NAME but the DOS 8.3 aliases (namespace, byte 65)."""
+        names = sum(1 for a in attrs if a.type == FILE_NAME and a.value is not None and len(a.value) > 65
+                    and a.value[65] != DOS)
+        return max(1, names)
 
     @staticmethod
     def _data_size(attrs: list[Attribute]) -> int:
@@ -330,7 +331,9 @@ class NtfsFilesystem(Filesystem):
                 attrs = self.mft.attributes(record)
                 node.size = self._data_size(attrs)
                 node.nlink = self._link_count(attrs)
-            node.mtime_ns, node.atime_ns, node.ctime_ns = self._standard(attrs, record).times
+            standard = self._standard(attrs, record)
+            node.mtime_ns, node.atime_ns, node.ctime_ns = standard.times
+            node.remember(self._attrib(standard, record), bool(self._stream_names(attrs)))
         except ImageError as exc:
             log.warning("%s: %r: the directory's copy of its size and times is shown: %s", self.name, node.name, exc)
 
@@ -372,18 +375,28 @@ class NtfsFilesystem(Filesystem):
 
     # -- extended attributes -------------------------------------------------------------------------
 
+    @staticmethod
+    def _attrib(standard: StandardInformation, record: Record) -> int:
+        """The DOS/NTFS attribute flags as ntfs-3g's system.ntfs_attrib gives them: 0x10 on folders."""
+        return standard.flags | (ATTR_DIRECTORY if record.header.is_directory else 0)
+
+    def _stream_names(self, attrs: list[Attribute]) -> list[str]:
+        """The named data streams shown as xattrs (a WOF file's compressed data is not one)."""
+        names = sorted({a.name for a in attrs if a.type == DATA and a.name})
+        return [n for n in names if n != WOF_STREAM] if WOF_STREAM in names and self._is_wof(attrs) else names
+
     def xattrs(self, node: Node) -> dict[str, bytes]:
+        if isinstance(node, NtfsNode):
+            node.settle()
+            if node.attrib is not None and not (node.streams and (node.is_file or node.is_dir)):
+                return {"system.ntfs_attrib": node.attrib.to_bytes(4, "little")}  # no record read: ls asks a lot
         handle = node.handle
         record = self._file_record(handle) if isinstance(handle, FileHandle) else self._record(handle.record, "")
         attrs = self.mft.attributes(record)
-        flags = self._standard(attrs, record).flags | (ATTR_DIRECTORY if record.header.is_directory else 0)
-        shown = {"system.ntfs_attrib": flags.to_bytes(4, "little")}
+        shown = {"system.ntfs_attrib": self._attrib(self._standard(attrs, record), record).to_bytes(4, "little")}
         if not (node.is_file or node.is_dir):
             return shown  # Linux allows user.* attributes only on files and directories
-        wof = self._is_wof(attrs)
-        for name in sorted({a.name for a in attrs if a.type == DATA and a.name}):
-            if wof and name == WOF_STREAM:
-                continue
+        for name in self._stream_names(attrs):
             segments = [a for a in attrs if a.type == DATA and a.name == name]
             size = first_segment(segments).size
             if size > XATTR_SIZE_MAX:

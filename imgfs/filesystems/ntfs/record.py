@@ -49,6 +49,7 @@ _MULTI_SECTOR = struct.Struct("<4sHH")
 # LSN, sequence, link count, first attribute, flags, bytes in use, bytes allocated, base record reference
 _RECORD = struct.Struct("<QHHHHIIQ")
 _ATTRIBUTE = struct.Struct("<IIBBHHH")
+_TYPE_LENGTH = struct.Struct("<II")
 _RESIDENT = struct.Struct("<IH")
 # first VCN, last VCN, run list offset, compression unit (log2 clusters), allocated, data and initialized sizes
 _NON_RESIDENT = struct.Struct("<qqHH4xqqq")
@@ -145,12 +146,14 @@ class Record:
     def attributes(self) -> list[Attribute]:
         found: list[Attribute] = []
         pos, end = self.header.attributes_offset, self.header.used_size
-        while pos + 4 <= end:
-            type_ = int.from_bytes(self.data[pos : pos + 4], "little")
+        while pos + 8 <= end:
+            type_, length = _TYPE_LENGTH.unpack_from(self.data, pos)
             if type_ == END_MARKER:
                 return found
             found.append(self._attribute(pos, end))
-            pos += int.from_bytes(self.data[pos + 4 : pos + 8], "little")
+            pos += length
+        if pos + 4 <= end and int.from_bytes(self.data[pos : pos + 4], "little") == END_MARKER:
+            return found  # the end marker may be the last 4 bytes in use
         raise CorruptImage(f"MFT record {self.number}: no end marker among its attributes", layer=LAYER,
                            offset=self.offset + pos)
 
@@ -163,34 +166,33 @@ class Record:
         if length < 24 or length % 8 or pos + length > end or non_resident > 1:
             raise CorruptImage(f"MFT record {self.number}: attribute 0x{type_:x} has length {length}, past the "
                                f"record's {end} used bytes or not a multiple of 8", layer=LAYER, offset=where)
-        body = data[pos : pos + length]
         name = ""
         if name_length:
             if name_offset + 2 * name_length > length:
                 raise CorruptImage(f"MFT record {self.number}: attribute 0x{type_:x}'s name runs past it",
                                    layer=LAYER, offset=where)
-            name = body[name_offset : name_offset + 2 * name_length].decode("utf-16-le", "replace")
+            name = data[pos + name_offset : pos + name_offset + 2 * name_length].decode("utf-16-le", "replace")
         attr = Attribute(type_, name, flags, instance, self.number, where)
         if non_resident:
-            _non_resident(attr, body, self.number)
+            _non_resident(attr, data, pos, length)
         else:
-            value_size, value_offset = _RESIDENT.unpack_from(body, 16)
+            value_size, value_offset = _RESIDENT.unpack_from(data, pos + 16)
             if value_offset + value_size > length:
                 raise CorruptImage(f"MFT record {self.number}: attribute 0x{type_:x}'s value ({value_size} bytes at "
                                    f"{value_offset}) runs past it", layer=LAYER, offset=where)
-            attr.value = bytes(body[value_offset : value_offset + value_size])
+            attr.value = data[pos + value_offset : pos + value_offset + value_size]
         return attr
 
 
-def _non_resident(attr: Attribute, body: bytes, number: int) -> None:
-    if len(body) < 16 + _NON_RESIDENT.size:
-        raise CorruptImage(f"MFT record {number}: non-resident attribute 0x{attr.type:x} is too short", layer=LAYER,
-                           offset=attr.offset)
-    first, last, runs_offset, unit, allocated, size, initialized = _NON_RESIDENT.unpack_from(body, 16)
-    if not 0 <= first <= last + 1 or runs_offset > len(body) or unit > 16 or min(allocated, size, initialized) < 0:
-        raise CorruptImage(f"MFT record {number}: attribute 0x{attr.type:x} has VCNs {first}..{last}, run list at "
-                           f"{runs_offset}, compression unit 2**{unit}, sizes {allocated}/{size}/{initialized}",
+def _non_resident(attr: Attribute, data: bytes, pos: int, length: int) -> None:
+    if length < 16 + _NON_RESIDENT.size:
+        raise CorruptImage(f"MFT record {attr.record}: non-resident attribute 0x{attr.type:x} is too short",
+                           layer=LAYER, offset=attr.offset)
+    first, last, runs_offset, unit, allocated, size, initialized = _NON_RESIDENT.unpack_from(data, pos + 16)
+    if not 0 <= first <= last + 1 or runs_offset > length or unit > 16 or min(allocated, size, initialized) < 0:
+        raise CorruptImage(f"MFT record {attr.record}: attribute 0x{attr.type:x} has VCNs {first}..{last}, run list "
+                           f"at {runs_offset}, compression unit 2**{unit}, sizes {allocated}/{size}/{initialized}",
                            layer=LAYER, offset=attr.offset)
     attr.first_vcn, attr.last_vcn, attr.unit_shift = first, last, unit
     attr.allocated_size, attr.data_size, attr.initialized_size = allocated, size, initialized
-    attr.runs = bytes(body[runs_offset:])
+    attr.runs = data[pos + runs_offset : pos + length]
