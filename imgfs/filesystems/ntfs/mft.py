@@ -79,17 +79,21 @@ class Mft:
         """Record ``number``, fixed up and checked; ``CorruptImage`` if it cannot be read."""
         if not 0 <= number < self.record_count:
             raise CorruptImage(f"MFT record number: expected below {self.record_count}, got {number}", layer=LAYER)
-        return Record(number, self._load(number), self._offset(number))
+        offset, whole = self._place(number)
+        return Record(number, self._load(number, offset, whole), offset)
 
-    def _offset(self, number: int) -> int:
-        """Where record ``number`` lies in the volume (for messages)."""
+    def _place(self, number: int) -> tuple[int, bool]:
+        """Where record ``number`` starts in the volume, and whether it lies whole in one run there."""
         position = number * self.record_size
         i = bisect.bisect_right(self._starts, position) - 1
-        return self._runs[i][0] + position - self._starts[i]
+        inner = position - self._starts[i]
+        return self._runs[i][0] + inner, inner + self.record_size <= self._runs[i][1]
 
-    def _load(self, number: int) -> bytes:
+    def _load(self, number: int, offset: int, whole: bool) -> bytes:
         try:
-            return self._fixed(self.stream, number * self.record_size, number, self._offset(number))
+            # most records lie whole in one run: read them from the volume, not through the run list
+            source, position = (self.volume, offset) if whole else (self.stream, number * self.record_size)
+            return self._fixed(source, position, number, offset)
         except CorruptImage as exc:
             if number >= MIRRORED_RECORDS:
                 raise

@@ -322,20 +322,30 @@ class NtfsFilesystem(Filesystem):
         """Called once per node, on the first ``stat``: the record's size, times and link count."""
         handle = node.handle
         try:
-            if isinstance(handle, DirHandle):
-                record = self._record(handle.record, "a directory")
-                attrs = self.mft.attributes(record)
-                node.size = self._index(record, attrs).allocated_size
-            else:
-                record = self._file_record(handle)
-                attrs = self.mft.attributes(record)
-                node.size = self._data_size(attrs)
-                node.nlink = self._link_count(attrs)
-            standard = self._standard(attrs, record)
+            folder = isinstance(handle, DirHandle)
+            record = self._record(handle.record, "a directory") if folder else self._file_record(handle)
+            summary = record.summary()
+            if summary is None or summary.standard is None:  # an attribute list: the long way
+                self._settle_from_attributes(node, record, folder)
+                return
+            standard = StandardInformation.parse(summary.standard, record.number)
+            node.size = summary.index_size if folder else summary.data_size
+            node.nlink = 1 if folder else max(1, summary.names)
             node.mtime_ns, node.atime_ns, node.ctime_ns = standard.times
-            node.remember(self._attrib(standard, record), bool(self._stream_names(attrs)))
+            node.remember(self._attrib(standard, record), summary.streams)
         except ImageError as exc:
             log.warning("%s: %r: the directory's copy of its size and times is shown: %s", self.name, node.name, exc)
+
+    def _settle_from_attributes(self, node: NtfsNode, record: Record, folder: bool) -> None:
+        attrs = self.mft.attributes(record)
+        if folder:
+            node.size = self._index(record, attrs).allocated_size
+        else:
+            node.size = self._data_size(attrs)
+            node.nlink = self._link_count(attrs)
+        standard = self._standard(attrs, record)
+        node.mtime_ns, node.atime_ns, node.ctime_ns = standard.times
+        node.remember(self._attrib(standard, record), bool(self._stream_names(attrs)))
 
     # -- data ----------------------------------------------------------------------------------------
 

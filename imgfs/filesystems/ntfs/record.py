@@ -50,6 +50,8 @@ _MULTI_SECTOR = struct.Struct("<4sHH")
 _RECORD = struct.Struct("<QHHHHIIQ")
 _ATTRIBUTE = struct.Struct("<IIBBHHH")
 _TYPE_LENGTH = struct.Struct("<II")
+_SUMMARY = struct.Struct("<IIBB")  # type, length, non-resident, name length
+_FIRST_VCN = _DATA_SIZE = struct.Struct("<q")
 _RESIDENT = struct.Struct("<IH")
 # first VCN, last VCN, run list offset, compression unit (log2 clusters), allocated, data and initialized sizes
 _NON_RESIDENT = struct.Struct("<qqHH4xqqq")
@@ -127,6 +129,16 @@ class RecordHeader(NamedTuple):
         return bool(self.flags & RECORD_IS_DIRECTORY)
 
 
+class Summary(NamedTuple):
+    """What ``stat`` needs from a record whose attributes it holds itself (no attribute list)."""
+
+    standard: Optional[bytes]  # the $STANDARD_INFORMATION value
+    names: int  # $FILE_NAMEs other than DOS 8.3 aliases
+    data_size: int  # of the unnamed $DATA (0 without one)
+    index_size: int  # of the $I30 index: its allocation, else its root
+    streams: bool  # named $DATA streams (WofCompressedData among them)
+
+
 class Record:
     """A fixed-up MFT record: its header and attributes, parsed on demand."""
 
@@ -156,6 +168,39 @@ class Record:
             return found  # the end marker may be the last 4 bytes in use
         raise CorruptImage(f"MFT record {self.number}: no end marker among its attributes", layer=LAYER,
                            offset=self.offset + pos)
+
+    def summary(self) -> Optional[Summary]:
+        """The values ``stat`` shows, read from the attribute headers alone; None when the record has an
+        attribute list (then ``attributes`` and the extension records are needed) or looks odd."""
+        data, pos, end = self.data, self.header.attributes_offset, self.header.used_size
+        standard, names, data_size, index_size, streams = None, 0, 0, 0, False
+        while pos + 24 <= end:
+            type_, length, non_resident, name_length = _SUMMARY.unpack_from(data, pos)
+            if type_ == END_MARKER:
+                return Summary(standard, names, data_size, index_size, streams)
+            if type_ == ATTRIBUTE_LIST or length < 24 or length % 8 or pos + length > end:
+                return None
+            if not non_resident:
+                value_size, value_offset = _RESIDENT.unpack_from(data, pos + 16)
+                if value_offset + value_size > length:
+                    return None
+                value = data[pos + value_offset : pos + value_offset + value_size]
+                if type_ == STANDARD_INFORMATION:
+                    standard = value
+                elif type_ == FILE_NAME:
+                    names += len(value) > 65 and value[65] != 2  # not the DOS namespace
+                elif type_ == DATA and not name_length:
+                    data_size = value_size
+                elif type_ == INDEX_ROOT and not index_size:
+                    index_size = value_size
+            elif (type_ == DATA and not name_length) or type_ == INDEX_ALLOCATION:
+                size = _DATA_SIZE.unpack_from(data, pos + 48)[0] if length >= 64 else -1
+                if size < 0 or _FIRST_VCN.unpack_from(data, pos + 16)[0]:
+                    return None  # a later segment here means an attribute list elsewhere
+                data_size, index_size = (size, index_size) if type_ == DATA else (data_size, size)
+            streams = streams or (type_ == DATA and bool(name_length))
+            pos += length
+        return None
 
     def _attribute(self, pos: int, end: int) -> Attribute:
         data, where = self.data, self.offset + pos
