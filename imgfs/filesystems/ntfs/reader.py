@@ -228,17 +228,23 @@ class NtfsFilesystem(Filesystem):
         if key.flags & ATTR_REPARSE_POINT and key.reparse_tag in SPECIAL_TAGS:
             return self._special_node(name, entry, parent)
         if key.is_directory:
-            if entry.record in parent.folders:
-                log.warning("%s: directory record %d lists one of its own ancestors (record %d) as %r; skipped",
-                            self.name, parent.record, entry.record, name)
+            handle = self._folder(name, entry.record, parent)
+            if handle is None:
                 return None
-            hidden = parent.record == ROOT_RECORD and name == SYSTEM_VOLUME_INFORMATION
-            handle: Any = DirHandle(entry.record, (*parent.folders, entry.record), hidden)
             return NtfsNode(name, DIR_MODE, 0, entry.record, 1, None, None, *key.times, handle=handle, owner=self)
         if key.flags & ATTR_SYSTEM and not key.flags & ATTR_HIDDEN and key.data_size <= INTERIX_MAX_SIZE:
             return self._special_node(name, entry, parent)  # maybe an Interix link, device, FIFO or socket
         return NtfsNode(name, FILE_MODE, key.data_size, entry.record, 1, None, None, *key.times,
                         handle=FileHandle(entry.record, entry.sequence), owner=self)
+
+    def _folder(self, name: str, record: int, parent: DirHandle) -> Optional[DirHandle]:
+        """A child folder's handle; None (with a warning) when it is one of its own ancestors: a loop."""
+        if record in parent.folders:
+            log.warning("%s: directory record %d lists one of its own ancestors (record %d) as %r; skipped",
+                        self.name, parent.record, record, name)
+            return None
+        hidden = parent.record == ROOT_RECORD and name == SYSTEM_VOLUME_INFORMATION
+        return DirHandle(record, (*parent.folders, record), hidden)
 
     def _special_node(self, name: str, entry: Entry, parent: DirHandle) -> Optional[Node]:
         """A link or special file: its record is read now, for its target or device number."""
@@ -248,9 +254,10 @@ class NtfsFilesystem(Filesystem):
         special = self._special(attrs, standard.flags, parent)
         names = self._link_count(attrs)
         if special is None:
-            if record.header.is_directory:
-                handle = DirHandle(entry.record, (*parent.folders, entry.record))
-                return NtfsNode(name, DIR_MODE, 0, entry.record, 1, None, None, *standard.times, handle=handle)
+            if record.header.is_directory:  # a folder with a reparse point of another kind
+                folder = self._folder(name, entry.record, parent)
+                return None if folder is None else NtfsNode(name, DIR_MODE, 0, entry.record, 1, None, None,
+                                                            *standard.times, handle=folder, owner=self)
             size = self._data_size(attrs)
             return NtfsNode(name, FILE_MODE, size, entry.record, names, None, None, *standard.times,
                             handle=FileHandle(entry.record, entry.sequence))
