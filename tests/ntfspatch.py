@@ -16,6 +16,11 @@ def _ntfsinfo(image: Path, *args: str) -> str:
     return subprocess.run(["ntfsinfo", "-v", *args, str(image)], capture_output=True, text=True, check=True).stdout
 
 
+def ntfsinfo(image: Path, path: str) -> str:
+    """ntfsinfo's dump of one file."""
+    return _ntfsinfo(image, "-F", path)
+
+
 def cluster_size(image: Path) -> int:
     with open(image, "rb") as f:
         head = f.read(16)

@@ -20,7 +20,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 MTIME = 1_600_000_000
 HARD_LINKS = 30  # names of one file: more $FILE_NAMEs than one MFT record holds, so an attribute list
@@ -309,12 +309,6 @@ def differences(want: dict[str, dict[str, Any]], got: dict[str, dict[str, Any]],
             out.append(f"{path}: " + ", ".join(f"{k} {want[path].get(k)!r:.60} != {got[path].get(k)!r:.60}"
                                                for k in sorted(keys)))
     return out
-
-
-def find_attribute(image: Path, path: str) -> Optional[str]:
-    """ntfsinfo's dump of one file, for locating records to damage (an independent reader)."""
-    done = subprocess.run(["ntfsinfo", "-F", path, str(image)], capture_output=True, text=True)
-    return done.stdout if done.returncode == 0 else None
 
 
 # -- what ntfs-3g does not write by itself: Windows links, WSL special files, WOF files --------------------

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import compare_trees
 from disktools import blank, fat_image, put, sfdisk
+from ntfspatch import cluster_size, ntfsinfo, runlist
 from ntfstools import (
     COMPRESSIBLE,
     HARD_LINKS,
@@ -169,6 +170,24 @@ def test_library_matches_source_and_ntfs3g(which: str, request: pytest.FixtureRe
 
 
 # -- what the comparison with the source cannot show ---------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["volume4k", "volume64k"])
+def test_the_traps_are_in_the_volumes(which: str, request: pytest.FixtureRequest) -> None:
+    """What the comparisons above rely on, seen by ntfsinfo (not by imgfs)."""
+    image = request.getfixturevalue(which).image
+    assert cluster_size(image) == (4096 if which == "volume4k" else 65536)
+    assert len(runlist(image, "-i", "0")) > 1  # the MFT itself is fragmented
+    for path in ("/names/original", "/fragmented.bin"):  # attributes in extension records
+        assert "Dumping attribute $ATTRIBUTE_LIST" in ntfsinfo(image, path), path
+    assert len(runlist(image, "-F", "/fragmented.bin")) > 100
+    assert any(lcn < 0 for _, lcn, _ in runlist(image, "-F", "/sparse.bin"))  # holes
+    assert "Dumping attribute $INDEX_ALLOCATION" in ntfsinfo(image, "/many")
+    assert "Resident: \t\t Yes" in ntfsinfo(image, "/resident-600").split("Dumping attribute $DATA")[1]
+    if which == "volume4k":
+        assert "Compression unit:\t 4" in ntfsinfo(image, "/compressed/text.txt")
+        assert "Namespace:\t\t DOS" in ntfsinfo(image, "/Long File Name.txt")
+
 
 
 def node_at(fs: Filesystem, path: str) -> Node:

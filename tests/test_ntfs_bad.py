@@ -111,6 +111,18 @@ def test_fixup_mismatch_is_eio_on_that_file(image: Path, caplog: pytest.LogCaptu
     assert_rest_readable(fs)
 
 
+def test_data_past_the_valid_length_reads_as_zeros(image: Path) -> None:
+    """Not damage: Windows extends files (SetFileValidData, preallocation) without writing them, and keeps
+    how much is valid in the attribute's initialized size (byte 56 of a non-resident attribute)."""
+    number = record_number(image, "/a.txt")
+    buf = read_record(image, number)
+    pos = attribute_at(buf, DATA)
+    struct.pack_into("<q", buf, pos + 56, 4096)
+    write_record(image, number, buf)
+    fs = open_fs(image)
+    assert read_all(fs, "a.txt") == A_DATA[:4096] + bytes(len(A_DATA) - 4096)
+
+
 def test_run_list_past_the_volume(image: Path) -> None:
     number = record_number(image, "/a.txt")
     buf = read_record(image, number)
