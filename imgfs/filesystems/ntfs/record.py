@@ -174,10 +174,12 @@ class Record:
         attribute list (then ``attributes`` and the extension records are needed) or looks odd."""
         data, pos, end = self.data, self.header.attributes_offset, self.header.used_size
         standard, names, data_size, index_size, streams = None, 0, 0, 0, False
-        while pos + 24 <= end:
-            type_, length, non_resident, name_length = _SUMMARY.unpack_from(data, pos)
-            if type_ == END_MARKER:
+        while pos + 4 <= end:
+            if data[pos : pos + 4] == b"\xff\xff\xff\xff":  # the end marker
                 return Summary(standard, names, data_size, index_size, streams)
+            if pos + 24 > end:
+                return None
+            type_, length, non_resident, name_length = _SUMMARY.unpack_from(data, pos)
             if type_ == ATTRIBUTE_LIST or length < 24 or length % 8 or pos + length > end:
                 return None
             if not non_resident:
