@@ -29,7 +29,7 @@ import struct
 from collections import OrderedDict
 from typing import Any, Optional
 
-from imgfs.codecs import lznt1, wof
+from imgfs.codecs import lznt1
 from imgfs.errors import CorruptImage, EncryptedImage, ImageError
 from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.ntfs import journal
@@ -110,6 +110,7 @@ class NtfsFilesystem(Filesystem):
         self._names: OrderedDict[int, dict[str, tuple[str, int]]] = OrderedDict()
         self._translator = Translator(self._lookup, ROOT_RECORD)
         self._upcase: Optional[dict[int, int]] = None
+        self._big_streams: set[int] = set()  # records whose too large streams were reported
         self.version, self._volume_flags = self._read_volume()
         root = self._record(ROOT_RECORD, "the root directory")
         if not root.header.is_directory:
@@ -381,6 +382,8 @@ class NtfsFilesystem(Filesystem):
 
     def _wof(self, attrs: list[Attribute], reparse: Attribute, name: str) -> Stream:
         """A WOF-compressed file (CompactOS): its chunks are in the WofCompressedData stream."""
+        from imgfs.codecs import wof  # here: its decoders' tables take longer to set up than a mount should wait
+
         algorithm = wof.parse_reparse_data(reparse_tag(self._value(reparse))[1], layer=LAYER)
         segments = [a for a in attrs if a.type == DATA and a.name == WOF_STREAM]
         if not segments:
@@ -417,8 +420,10 @@ class NtfsFilesystem(Filesystem):
             segments = [a for a in attrs if a.type == DATA and a.name == name]
             size = first_segment(segments).size
             if size > XATTR_SIZE_MAX:
-                log.info("%s: %r's stream %r (%d bytes) is too large for an xattr; not shown", self.name,
-                         node.name, name, size)
+                if record.number not in self._big_streams:  # once, not at every getxattr
+                    self._big_streams.add(record.number)
+                    log.warning("%s: %r's stream %r (%d bytes) is too large for an xattr; not shown", self.name,
+                                node.name, name, size)
                 continue
             stream = attribute_stream(self.stream, self.boot, segments, self.cache, lznt1.decompress, name)
             shown[f"user.{name}"] = stream.pread(0, size)
