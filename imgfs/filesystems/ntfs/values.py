@@ -77,7 +77,8 @@ class FileName(NamedTuple):
 
     @property
     def is_directory(self) -> bool:
-        return bool(self.flags & ATTR_HAS_INDEX)
+        # 0x10000000 is what Windows and ntfs-3g set; some old volumes have only the DOS directory bit
+        return bool(self.flags & (ATTR_HAS_INDEX | ATTR_DIRECTORY))
 
     @classmethod
     def parse(cls, value: bytes, where: str, offset: int = 0) -> FileName:
