@@ -45,6 +45,7 @@ from ntfstools import (
 from imgfs.codecs.wof import LZX, XPRESS4K, XPRESS8K, XPRESS16K
 from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.ntfs import NtfsFilesystem
+from imgfs.filesystems.ntfs.nodes import WINDOW
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import FileStream
 from imgfs.layer import OpenContext
@@ -259,13 +260,17 @@ def test_metafiles_hidden_and_shown_as_raw_views(volume4k: Volume) -> None:
 def test_a_large_folder_lists_from_its_index_alone(volume4k: Volume) -> None:
     fs = volume4k.open()
     read: list[int] = []
-    record = fs.mft.record
+    record, records = fs.mft.record, fs.mft.records
     fs.mft.record = lambda n: read.append(n) or record(n)  # type: ignore[method-assign]
+    fs.mft.records = lambda ns: read.extend(ns) or records(ns)  # type: ignore[method-assign]
     many = node_at(fs, "many")
     kids = fs.children(many)
     assert len(kids) == 3200 and read == [many.ino]  # the folder's own record, none of its files'
     assert all(kid.is_file for kid in kids.values())
-    assert kids["entry-01234.txt"].size == len(b"file number 1234\n") and len(read) == 2  # stat reads one
+    assert kids["entry-01234.txt"].size == len(b"file number 1234\n")  # stat reads a window of records
+    assert 1 < len(read) - 1 <= WINDOW + 1 and kids["entry-01234.txt"].ino in read
+    assert all(kid.nlink == 1 for kid in kids.values())  # and then the rest, a window at a time
+    assert sorted(read[1:]) == sorted(kid.ino for kid in kids.values())  # each record once
 
 
 def test_compression_units_decode_lazily(volume4k: Volume) -> None:

@@ -14,7 +14,7 @@ import bisect
 import itertools
 import logging
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Union
 
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.ntfs.boot import BootSector
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MIRRORED_RECORDS = 4  # $MFT, $MFTMirr, $LogFile, $Volume
 MAX_ATTRIBUTE_LIST_SIZE = 8 << 20  # a list this long would name ~300,000 attribute segments
+BATCH_GAP = 8  # records between two wanted ones that are read along rather than left out
 MAX_RECORDS = 1 << 40  # what a 48-bit file reference can name, with room for the tree's volume bits
 
 
@@ -79,15 +80,50 @@ class Mft:
         """Record ``number``, fixed up and checked; ``CorruptImage`` if it cannot be read."""
         if not 0 <= number < self.record_count:
             raise CorruptImage(f"MFT record number: expected below {self.record_count}, got {number}", layer=LAYER)
-        offset, whole = self._place(number)
-        return Record(number, self._load(number, offset, whole), offset)
+        offset, run_end = self._place(number)
+        return Record(number, self._load(number, offset, offset + self.record_size <= run_end), offset)
 
-    def _place(self, number: int) -> tuple[int, bool]:
-        """Where record ``number`` starts in the volume, and whether it lies whole in one run there."""
+    def records(self, numbers: Sequence[int]) -> dict[int, Union[Record, CorruptImage]]:
+        """Several records, each run of nearby ones read at once: a record, or why it cannot be read."""
+        wanted = sorted(set(numbers))
+        found: dict[int, Union[Record, CorruptImage]] = {}
+        start = 0
+        while start < len(wanted):
+            end = start + 1
+            while end < len(wanted) and wanted[end] - wanted[end - 1] <= BATCH_GAP:
+                end += 1
+            self._read_group(wanted[start:end], found)
+            start = end
+        return found
+
+    def _read_group(self, group: list[int], found: dict[int, Union[Record, CorruptImage]]) -> None:
+        first, last = group[0], group[-1]
+        size = self.record_size
+        if MIRRORED_RECORDS <= first and last < self.record_count:
+            offset, run_end = self._place(first)
+            data = self.volume.pread(offset, (last - first + 1) * size) if offset + (last - first + 1) * size \
+                <= run_end else b""
+            if len(data) == (last - first + 1) * size:
+                for number in group:
+                    at = (number - first) * size
+                    try:
+                        fixed = self._fix(bytearray(data[at : at + size]), number, offset + at)
+                        found[number] = Record(number, fixed, offset + at)
+                    except CorruptImage as exc:
+                        found[number] = exc
+                return
+        for number in group:  # across runs, near the end of the image, or a mirrored record: one at a time
+            try:
+                found[number] = self.record(number)
+            except CorruptImage as exc:
+                found[number] = exc
+
+    def _place(self, number: int) -> tuple[int, int]:
+        """Where record ``number`` starts in the volume, and where the run holding its start ends."""
         position = number * self.record_size
         i = bisect.bisect_right(self._starts, position) - 1
-        inner = position - self._starts[i]
-        return self._runs[i][0] + inner, inner + self.record_size <= self._runs[i][1]
+        start = self._runs[i][0] + position - self._starts[i]
+        return start, self._runs[i][0] + self._runs[i][1]
 
     def _load(self, number: int, offset: int, whole: bool) -> bytes:
         try:
@@ -104,6 +140,10 @@ class Mft:
 
     def _fixed(self, stream: Stream, position: int, number: int, offset: int) -> bytes:
         buf = bytearray(read_exact(stream, position, self.record_size, LAYER, f"MFT record {number}"))
+        return self._fix(buf, number, offset)
+
+    @staticmethod
+    def _fix(buf: bytearray, number: int, offset: int) -> bytes:
         apply_fixups(buf, b"FILE", f"MFT record {number}", offset)
         usa_offset = int.from_bytes(buf[4:6], "little")
         if usa_offset >= 48 and int.from_bytes(buf[44:48], "little") not in (number, 0):

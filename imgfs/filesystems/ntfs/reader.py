@@ -27,7 +27,7 @@ import logging
 import stat
 import struct
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from imgfs.codecs import lznt1
 from imgfs.errors import CorruptImage, EncryptedImage, ImageError
@@ -36,7 +36,7 @@ from imgfs.filesystems.ntfs import journal
 from imgfs.filesystems.ntfs.boot import LAYER, read_boot_sector
 from imgfs.filesystems.ntfs.index import DirectoryIndex, Entry
 from imgfs.filesystems.ntfs.mft import Mft
-from imgfs.filesystems.ntfs.nodes import DirHandle, FileHandle, NtfsNode
+from imgfs.filesystems.ntfs.nodes import DirHandle, FileHandle, NtfsNode, wait_together
 from imgfs.filesystems.ntfs.record import (
     DATA,
     EA,
@@ -145,10 +145,20 @@ class NtfsFilesystem(Filesystem):
                         self.name, self.total_size - self.stream.size)
 
     def _record(self, number: int, what: str) -> Record:
-        record = self.mft.record(number)
-        if not record.header.in_use or record.header.base:
-            raise CorruptImage(f"MFT record {number} ({what}) is not in use or not a base record", layer=LAYER,
-                               offset=record.offset)
+        return self._check(self.mft.record(number), what, None)
+
+    @staticmethod
+    def _check(record: Record, what: Optional[str], sequence: Optional[int]) -> Record:
+        """``record`` if it is a base record in use (of the sequence a directory entry expects)."""
+        header = record.header
+        if what is not None and (not header.in_use or header.base):
+            raise CorruptImage(f"MFT record {record.number} ({what}) is not in use or not a base record",
+                               layer=LAYER, offset=record.offset)
+        if sequence is not None and (not header.in_use or header.base or sequence and header.sequence != sequence):
+            raise CorruptImage(f"the directory entry names MFT record {record.number} (sequence {sequence}), "
+                               f"which is {'in use' if header.in_use else 'not in use'} with sequence "
+                               f"{header.sequence}{' as an extension record' if header.base else ''}",
+                               layer=LAYER, offset=record.offset)
         return record
 
     def _standard(self, attrs: list[Attribute], record: Record) -> StandardInformation:
@@ -200,6 +210,7 @@ class NtfsFilesystem(Filesystem):
                 continue
             if child is not None:
                 kids[name] = child
+        wait_together(self, list(kids.values()))
         return kids
 
     def _shown_name(self, entry: Entry, handle: DirHandle) -> Optional[str]:
@@ -305,14 +316,7 @@ class NtfsFilesystem(Filesystem):
     # -- records of files ----------------------------------------------------------------------------
 
     def _file_record(self, handle: FileHandle) -> Record:
-        record = self.mft.record(handle.record)
-        header = record.header
-        if not header.in_use or header.base or handle.sequence and header.sequence != handle.sequence:
-            raise CorruptImage(f"the directory entry names MFT record {handle.record} (sequence {handle.sequence}), "
-                               f"which is {'in use' if header.in_use else 'not in use'} with sequence "
-                               f"{header.sequence}{' as an extension record' if header.base else ''}",
-                               layer=LAYER, offset=record.offset)
-        return record
+        return self._check(self.mft.record(handle.record), None, handle.sequence)
 
     @staticmethod
     def _link_count(attrs: list[Attribute]) -> int:
@@ -326,23 +330,31 @@ class NtfsFilesystem(Filesystem):
         segments = [a for a in attrs if a.type == DATA and not a.name]
         return first_segment(segments).size if segments else 0
 
-    def settle(self, node: NtfsNode) -> None:
-        """Called once per node, on the first ``stat``: the record's size, times and link count."""
+    def settle_many(self, nodes: list[NtfsNode]) -> None:
+        """The stat values of nodes listed from an index (``nodes.Siblings``), their records read together."""
+        records = self.mft.records([node.handle.record for node in nodes])
+        for node in nodes:
+            try:
+                self._settle(node, records[node.handle.record])
+            except ImageError as exc:
+                log.warning("%s: %r: the directory's copy of its size and times is shown: %s", self.name, node.name,
+                            exc)
+
+    def _settle(self, node: NtfsNode, record: Union[Record, CorruptImage]) -> None:
+        if isinstance(record, CorruptImage):
+            raise record
         handle = node.handle
-        try:
-            folder = isinstance(handle, DirHandle)
-            record = self._record(handle.record, "a directory") if folder else self._file_record(handle)
-            summary = record.summary()
-            if summary is None or summary.standard is None:  # an attribute list: the long way
-                self._settle_from_attributes(node, record, folder)
-                return
-            standard = StandardInformation.parse(summary.standard, record.number)
-            node.size = summary.index_size if folder else summary.data_size
-            node.nlink = 1 if folder else max(1, summary.names)
-            node.mtime_ns, node.atime_ns, node.ctime_ns = standard.times
-            node.remember(self._attrib(standard, record), summary.streams)
-        except ImageError as exc:
-            log.warning("%s: %r: the directory's copy of its size and times is shown: %s", self.name, node.name, exc)
+        folder = isinstance(handle, DirHandle)
+        self._check(record, "a directory" if folder else None, None if folder else handle.sequence)
+        summary = record.summary()
+        if summary is None or summary.standard is None:  # an attribute list: the long way
+            self._settle_from_attributes(node, record, folder)
+            return
+        standard = StandardInformation.parse(summary.standard, record.number)
+        node.size = summary.index_size if folder else summary.data_size
+        node.nlink = 1 if folder else max(1, summary.names)
+        node.mtime_ns, node.atime_ns, node.ctime_ns = standard.times
+        node.remember(self._attrib(standard, record), summary.streams)
 
     def _settle_from_attributes(self, node: NtfsNode, record: Record, folder: bool) -> None:
         attrs = self.mft.attributes(record)
