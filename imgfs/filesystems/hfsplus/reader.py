@@ -40,9 +40,9 @@ import unicodedata
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
+from imgfs.filesystems import decmpfs
 from imgfs.filesystems.hfsplus import attributes as attrs
 from imgfs.filesystems.hfsplus import catalog as cat
-from imgfs.filesystems import decmpfs
 from imgfs.filesystems.hfsplus.btree import BTree
 from imgfs.filesystems.hfsplus.unicode import KEY_COMPARE_BINARY, encode, shown
 from imgfs.filesystems.hfsplus.volume import (
