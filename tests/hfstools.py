@@ -138,6 +138,23 @@ def build_volume(tmp: Path, size: int = 1440 * 1024, label: str = "Test Vol ©"
     return image, source, expected
 
 
+def build_floppy(tmp: Path, size: int = 819200, label: str = "Floppy") -> tuple[Path, Path, dict[str, Expected]]:
+    """(image, source tree, expected metadata) of a small volume: a text file, an accented folder, and an
+    application with a resource fork and dates; most of it is free (zero) space."""
+    hfs = Hfsutils(tmp)
+    source = tmp / "floppy source"
+    (source / "Dossier été").mkdir(parents=True)
+    (source / "Read Me").write_bytes(b"An old Mac floppy\n" * 200)
+    (source / "Dossier été" / "notes").write_bytes(bytes(range(256)) * 64)
+    macfiles = {"TeachText": MacFile(b"TeachText", b"", b"CODE" * 1000, b"APPL", b"ttxt", 0x2000, mac_date(5 << 24),
+                                     mac_date(6 << 24))}
+    image = tmp / "floppy.img"
+    hfs.format(image, size, label)
+    expected = write_tree(hfs, source, tmp, macfiles)
+    hfs.unmount()
+    return image, source, expected
+
+
 # -- patching B-trees, for damaged volumes ------------------------------------------------------------
 
 MDB_AT = 1024

@@ -140,7 +140,7 @@ def apple_entries(magic: int, entries: Sequence[tuple[int, bytes]], filler: byte
 def file_dates(f: MacFile) -> bytes:
     """Entry 8: create, modify, backup, access, signed seconds since 2000-01-01 GMT (Mac dates read as UTC)."""
     def shift(mac: int) -> int:
-        return mac - MAC_EPOCH_OFFSET - APPLE_2000_OFFSET
+        return max(-0x80000000, mac - MAC_EPOCH_OFFSET - APPLE_2000_OFFSET)
 
     return struct.pack(">iiii", shift(f.created), shift(f.modified), -0x80000000, shift(f.modified))
 
@@ -181,25 +181,24 @@ NDIF_ZERO, NDIF_RAW, NDIF_KENCODE, NDIF_ADC, NDIF_END = 0x00, 0x02, 0x80, 0x83, 
 
 
 def ndif(disk: bytes, kinds: Sequence[int], chunk_sectors: int = 64, name: bytes = b"Test Image",
-         data_offset: int = 0) -> tuple[bytes, bytes]:
-    """(data fork, 'bcem' resource) of an NDIF image of ``disk``: chunk ``i`` of ``chunk_sectors`` sectors has
-    type ``kinds[i % len(kinds)]`` (a zero chunk must be all zeros); chunk offsets count from ``data_offset``
-    of the data fork, whose first ``data_offset`` bytes are left for the caller (an application's code)."""
+         data_offset: int = 0, zeros: bool = True) -> tuple[bytes, bytes]:
+    """(chunk data, 'bcem' resource) of an NDIF image of ``disk``: an all-zero chunk is a zero chunk (with
+    ``zeros``), the others take the types of ``kinds`` in turn. Chunk offsets count from ``data_offset`` of the
+    data fork: the caller puts the chunk data there (after an application's code, in a .smi)."""
     assert len(disk) % 512 == 0
     sectors = len(disk) // 512
     data = b""
     entries = b""
-    for i, first in enumerate(range(0, sectors, chunk_sectors)):
-        kind = kinds[i % len(kinds)]
+    turn = 0
+    for first in range(0, sectors, chunk_sectors):
         piece = disk[first * 512 : (first + chunk_sectors) * 512]
-        if kind == NDIF_ZERO:
-            assert not any(piece)
-            stored = b""
-        elif kind == NDIF_ADC:
-            stored = adc_compress(piece)
+        if zeros and not any(piece):
+            kind, stored = NDIF_ZERO, b""
         else:
-            stored = piece
-        entries += struct.pack(">I", (first << 8) | kind) + struct.pack(">II", len(data), len(stored))
+            kind = kinds[turn % len(kinds)]
+            turn += 1
+            stored = adc_compress(piece) if kind == NDIF_ADC else piece
+        entries += struct.pack(">III", (first << 8) | kind, len(data), len(stored))
         data += stored
     entries += struct.pack(">III", (sectors << 8) | NDIF_END, len(data), 0)
     count = len(entries) // 12
@@ -207,6 +206,14 @@ def ndif(disk: bytes, kinds: Sequence[int], chunk_sectors: int = 64, name: bytes
                          0, 0, bytes(20), 0, 0, count)
     assert len(header) == 128
     return data, header + entries
+
+
+def pef_code(size: int) -> bytes:
+    """A PowerPC code fragment (PEF container) of about ``size`` bytes: header, one code section, its bytes."""
+    header = struct.pack(">4s4s4sIIIIIHHI", b"Joy!", b"peff", b"pwpc", 1, 0, 0, 0, 0, 1, 1, 0)
+    section_at = len(header) + 28
+    section = struct.pack(">iIIIIIBBBB", -1, 0, size, size, size, section_at, 0, 4, 4, 0)
+    return header + section + bytes((i * 7) & 0xFF for i in range(size))
 
 
 def ndif_resource_fork(bcem: bytes, name: bytes = b"Test Image", extra: Sequence[Resource] = ()) -> bytes:
