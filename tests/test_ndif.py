@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 from hfstools import build_floppy, needs_hfsutils
 from macwriter import (
+    DOUBLE_MAGIC,
     NDIF_ADC,
     NDIF_KENCODE,
     NDIF_RAW,
+    RESOURCE_FORK,
     MacFile,
     Resource,
+    apple_entries,
+    appledouble,
     applesingle,
     macbinary,
     ndif,
@@ -25,9 +29,9 @@ from macwriter import (
 )
 
 from imgfs.containers import applesingle as single
+from imgfs.containers import companions, smi
 from imgfs.containers import macbinary as mb
 from imgfs.containers import ndif as nd
-from imgfs.containers import smi
 from imgfs.containers.forks import ForkedFile
 from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.filesystems.hfs import HfsFilesystem
@@ -186,3 +190,36 @@ def test_a_resource_fork_without_bcem_is_not_ndif() -> None:
     stream = with_fork(b"x" * 1024, ndif_resource_fork(b"", extra=[]).replace(b"bcem", b"junk"))
     assert not nd.probe(stream)
     assert not nd.probe(BytesStream(b"x" * 1024))
+
+
+COMPANIONS = {"dot-underscore": "._{name}", "zip": "__MACOSX/._{name}", "zip-nested": "../__MACOSX/sub/._{name}",
+              "netatalk": ".AppleDouble/{name}"}
+
+
+@needs_hfsutils
+@pytest.mark.parametrize("form", sorted(COMPANIONS))
+def test_the_resource_fork_from_a_companion_file(floppy, tmp_path: Path, form: str) -> None:
+    raw, _ = floppy
+    data, bcem = ndif(raw, [NDIF_ADC, NDIF_RAW])
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "Floppy.img").write_bytes(data)
+    place = folder / COMPANIONS[form].format(name="Floppy.img")
+    place.parent.mkdir(parents=True, exist_ok=True)
+    place.write_bytes(appledouble(MacFile(b"Floppy.img", b"", ndif_resource_fork(bcem))))
+    opened = companions.open_with_companion(str(folder / "Floppy.img"))
+    assert opened is not None and opened.describe()["resource_fork"] == str(place.resolve())
+    assert nd.probe(opened)
+    check_disk(nd.open_ndif(opened, ctx()), raw)
+
+
+def test_no_companion_and_a_damaged_one(tmp_path: Path) -> None:
+    (tmp_path / "disk.img").write_bytes(b"x" * 4096)
+    assert companions.open_with_companion(str(tmp_path / "disk.img")) is None
+    (tmp_path / "._disk.img").write_bytes(b"not AppleDouble at all")  # a stray file is passed over
+    assert companions.open_with_companion(str(tmp_path / "disk.img")) is None
+    (tmp_path / "._disk.img").write_bytes(apple_entries(DOUBLE_MAGIC, [(RESOURCE_FORK, b"short")],
+                                                        lengths={RESOURCE_FORK: 5000}))
+    with pytest.raises(CorruptImage) as caught:
+        companions.open_with_companion(str(tmp_path / "disk.img"))
+    assert str(tmp_path / "._disk.img") in str(caught.value) and "runs past the end" in str(caught.value)
