@@ -22,8 +22,8 @@ import struct
 import zlib
 from typing import Callable, NamedTuple
 
-from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.codecs import lzvn
+from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
 from imgfs.io.stream import BytesStream, Stream
