@@ -11,10 +11,17 @@ disagrees is not trusted over the segments.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
-from typing import Any
+from typing import Any, Optional
 
+from imgfs.containers.files import SplitImage, numbered_segments, open_all
+from imgfs.errors import MissingFile
+from imgfs.io.stream import Stream
+from imgfs.layer import OpenContext
+
+LAYER = "activedim"
 MAX_DESCRIPTOR_SIZE = 1 << 20
 MAX_STRINGS = 16
 _UTF16 = re.compile(rb"(?:[\x20-\x7e]\x00){4,}")
@@ -48,3 +55,38 @@ def describe(raw: bytes, data_size: int) -> dict[str, Any]:
     """What ``imgfs info`` shows of a descriptor of ``raw`` bytes for ``data_size`` bytes of segments."""
     return {"descriptor_size": len(raw), "descriptor_text": texts(raw),
             "descriptor_records_data_size": records_size(raw, data_size)}
+
+
+def first_segment(path: str) -> Optional[str]:
+    """``NAME.dim.001`` beside ``NAME.dim`` (any letter case of the ``.dim``), or None."""
+    if not path.lower().endswith(".dim") or not os.path.isfile(path):
+        return None
+    candidate = path + ".001"
+    return candidate if os.path.isfile(candidate) else None
+
+
+def claims(path: str) -> bool:
+    return first_segment(path) is not None
+
+
+class DimSet(SplitImage):
+    """The data segments of an Active@ raw set, back to back, described with what its ``.dim`` says."""
+
+    kind = LAYER
+
+    def __init__(self, parts: list[Stream], path: str, descriptor: bytes) -> None:
+        super().__init__(parts, name=path)
+        self.descriptor = descriptor
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **describe(self.descriptor, self.size)}
+
+
+def open_dim(path: str, ctx: Optional[OpenContext] = None) -> DimSet:
+    if first_segment(path) is None:
+        raise MissingFile(f"{path}: its first data segment {path}.001 is missing", layer=LAYER)
+    directory, name = os.path.split(path)
+    segments = numbered_segments(directory or ".", name, 3, 1, LAYER)
+    with open(path, "rb") as handle:
+        descriptor = handle.read(MAX_DESCRIPTOR_SIZE)
+    return DimSet(open_all(segments), path, descriptor)

@@ -129,8 +129,9 @@ class DiskCopy42(SliceStream, Layer):
 
 def open_dc42(stream: Stream, ctx: OpenContext) -> DiskCopy42:
     image = DiskCopy42(stream)
-    if ctx.verify:
+    if ctx.verify:  # -o verify: both checksums before mounting; a mismatch refuses it
         problems = image.verify(ctx.progress)
         if problems:
-            raise CorruptImage("; ".join(problems), layer=LAYER)
+            raise CorruptImage(f"checksum mismatch: {'; '.join(p.removeprefix(LAYER + ': ') for p in problems)}",
+                               layer=LAYER)
     return image

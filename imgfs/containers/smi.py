@@ -11,10 +11,10 @@ says where its resource fork could be.
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Any
 
+from imgfs.containers.companions import where_looked
 from imgfs.errors import UnsupportedFormat
 from imgfs.io.stream import SliceStream, Stream, read_exact
 from imgfs.layer import Layer, OpenContext
@@ -69,13 +69,5 @@ def open_smi(stream: Stream, ctx: OpenContext) -> SmiImage:
             return SmiImage(stream, at)
     raise UnsupportedFormat("a self-mounting image's application code, with no uncompressed disk image after it: "
                             "its image needs the chunk table of its resource fork, which is missing"
-                            f"{companions(ctx.path)}", layer=LAYER)
+                            f"{where_looked(ctx.path)}", layer=LAYER)
 
-
-def companions(path: str) -> str:
-    """Where a file's resource fork is looked for, as the end of a sentence."""
-    folder, name = os.path.split(path)
-    if not name:
-        return ""
-    return (f" (looked for {os.path.join(folder, '._' + name)}, {os.path.join(folder, '__MACOSX', '._' + name)}, "
-            f"{os.path.join(folder, '.AppleDouble', name)}; or mount a MacBinary or AppleSingle copy)")

@@ -89,18 +89,15 @@ def parse_mdb(raw: bytes) -> MasterDirectoryBlock:
                                 parse_extents(ct_extents))
 
 
-def _plausible(mdb: MasterDirectoryBlock) -> bool:
-    return (mdb.block_count > 0 and mdb.block_size > 0 and mdb.block_size % 512 == 0 and mdb.catalog_size > 0
-            and bool(mdb.catalog_extents) and mdb.first_block_sector >= 3)
-
-
 def probe(stream: Stream) -> bool:
-    """A classic HFS volume: an MDB that does not wrap an HFS+ volume (that one is HFS+'s to read)."""
+    """A classic HFS volume: an MDB with allocation blocks, that does not wrap an HFS+ volume (that one is
+    HFS+'s to read). What else is wrong with it, the reader says."""
     raw = stream.pread(MDB_OFFSET, MDB.size)
     if len(raw) < MDB.size or raw[:2] != SIGNATURE:
         return False
     mdb = parse_mdb(raw)
-    return mdb.embed_signature != EMBEDDED_HFS_PLUS and _plausible(mdb)
+    return mdb.embed_signature != EMBEDDED_HFS_PLUS and mdb.block_count > 0 and 0 < mdb.block_size and \
+        mdb.block_size % 512 == 0
 
 
 def read_mdb(stream: Stream) -> MasterDirectoryBlock:

@@ -58,6 +58,8 @@ class FileHandle(NamedTuple):
 class HfsFilesystem(Filesystem):
     kind = "hfs"
     has_xattrs = True
+    namespaces = ("hfs",)  # the Mac side of an ISO 9660 + HFS hybrid disc (-o namespace=hfs)
+    namespace = "hfs"
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
