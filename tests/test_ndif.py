@@ -157,15 +157,15 @@ def test_encrypted_and_segmented_images_are_refused() -> None:
         nd.open_ndif(with_fork(data, ndif_resource_fork(bytes(segmented))), ctx())
 
 
-def test_a_chunk_past_the_data_fork_is_an_error_for_its_reads_only(caplog) -> None:
+def test_a_chunk_past_the_data_fork_ends_the_disk_there(caplog) -> None:
     disk = bytes(range(256)) * 2048  # 1024 sectors: 16 chunks of 64
     data, bcem = ndif(disk, [NDIF_ADC, NDIF_RAW])
     cut = data[: len(data) - 20_000]
     image = nd.open_ndif(with_fork(cut, ndif_resource_fork(bcem)), ctx())
     assert "lie past the end of the" in caplog.text
-    assert image.pread(0, 65536) == disk[:65536]
-    with pytest.raises(CorruptImage):
-        image.pread(len(disk) - 4096, 4096)
+    assert 0 < image.size < len(disk) and image.size % 32768 == 0
+    assert image.describe()["size"] == len(disk) and image.describe()["available"] == image.size
+    assert image.pread(0, image.size) == disk[: image.size]
 
 
 def test_a_broken_table_is_one_line() -> None:
@@ -215,11 +215,14 @@ def test_the_resource_fork_from_a_companion_file(floppy, tmp_path: Path, form: s
 
 def test_no_companion_and_a_damaged_one(tmp_path: Path) -> None:
     (tmp_path / "disk.img").write_bytes(b"x" * 4096)
-    assert companions.open_with_companion(str(tmp_path / "disk.img")) is None
+    assert not companions.claims(str(tmp_path / "disk.img"))
     (tmp_path / "._disk.img").write_bytes(b"not AppleDouble at all")  # a stray file is passed over
-    assert companions.open_with_companion(str(tmp_path / "disk.img")) is None
+    assert not companions.claims(str(tmp_path / "disk.img"))
+    assert "looked for" in companions.where_looked(str(tmp_path / "disk.img"))
     (tmp_path / "._disk.img").write_bytes(apple_entries(DOUBLE_MAGIC, [(RESOURCE_FORK, b"short")],
                                                         lengths={RESOURCE_FORK: 5000}))
     with pytest.raises(CorruptImage) as caught:
         companions.open_with_companion(str(tmp_path / "disk.img"))
     assert str(tmp_path / "._disk.img") in str(caught.value) and "runs past the end" in str(caught.value)
+    assert not companions.claims(str(tmp_path / "disk.img"))  # the file may read without it
+    assert "runs past the end" in companions.where_looked(str(tmp_path / "disk.img"))

@@ -80,7 +80,7 @@ def claims(path: str) -> bool:
     try:
         return resource_fork(path) is not None
     except CorruptImage as exc:
-        log.warning("%s; the file is read without it", exc)
+        log.info("%s; the file is read without it", exc)
         return False
 
 

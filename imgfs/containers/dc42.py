@@ -6,9 +6,10 @@ the tags, the disk format (0 400K GCR, 1 800K GCR, 2 720K MFM, 3 1440K MFM), a f
 The data follows; the tags (the Lisa's and early Macs' per-sector bytes) follow it and are ignored.
 
 There is no magic number beyond the 0x0100, so detection checks that the fields agree with each other
-and with the file's size. A file shorter than its header says is mounted with a warning: what it lacks
-reads as an error. ``verify`` checks both checksums: add each big-endian 16-bit word to a 32-bit sum and
-rotate it right by one bit; the tag checksum leaves out the first 12 tag bytes (as Disk Copy does).
+and with the file's size. A file shorter than its header says is mounted with a warning, as far as it goes:
+the filesystem inside finds its end, and the files that lie past it read as errors. ``verify`` checks both
+checksums: add each big-endian 16-bit word to a 32-bit sum and rotate it right by one bit; the tag checksum
+leaves out the first 12 tag bytes (as Disk Copy does).
 """
 
 from __future__ import annotations
@@ -92,25 +93,26 @@ class DiskCopy42(SliceStream, Layer):
         if problem:
             raise UnsupportedFormat(f"not a Disk Copy 4.2 image: {problem}", layer=LAYER)
         name, data_size, tag_size, data_sum, tag_sum, disk_format, format_byte, _ = _fields(file)
-        super().__init__(file, HEADER_SIZE, data_size, name=file.name)
+        # A file cut short shows the disk as far as it goes: the filesystem inside says what is missing.
+        super().__init__(file, HEADER_SIZE, min(data_size, file.size - HEADER_SIZE), name=file.name)
         self.file = file
+        self.data_size = data_size
         self.label = name[1 : 1 + name[0]].decode("mac_roman")
         self.tag_size = tag_size
         self.sums = (data_sum, tag_sum)
         self.disk_format, self.format_byte = disk_format, format_byte
-        missing = HEADER_SIZE + data_size + tag_size - file.size
-        if missing > tag_size:
+        if self.size < data_size:
             log.warning("%s: the Disk Copy 4.2 image lacks the last %d bytes of its disk; what lies there reads "
-                        "as an error", file.name, missing - tag_size)
+                        "as an error", file.name, data_size - self.size)
 
     def describe(self) -> dict[str, Any]:
-        return {"layer": LAYER, "name": self.label, "data_size": self.size, "tag_size": self.tag_size,
+        return {"layer": LAYER, "name": self.label, "data_size": self.data_size, "tag_size": self.tag_size,
                 "disk_format": DISK_FORMATS.get(self.disk_format, f"0x{self.disk_format:02x}"),
                 "format_byte": f"0x{self.format_byte:02x}", "data_checksum": f"0x{self.sums[0]:08x}",
                 "tag_checksum": f"0x{self.sums[1]:08x}"}
 
     def verify(self, progress: Progress = no_progress) -> list[str]:
-        total = self.size + self.tag_size
+        total = self.data_size + self.tag_size
         if HEADER_SIZE + total > self.file.size:
             return [f"{LAYER}: the file ends at byte {self.file.size}, before the end of its data and tags "
                     f"(byte {HEADER_SIZE + total}); the checksums cannot be checked"]

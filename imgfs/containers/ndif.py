@@ -10,9 +10,9 @@ entry of type 0xFF closes the table at the disk's size.
 
 Chunk types read: 0 (zeros, nothing stored), 2 (raw), 0x83 (ADC, the codec UDIF's UDCO shares). KenCode
 (0x80), RLE (0x81), LZH (0x82) and StuffIt (0xF0) chunks are refused by name. Raw and zero chunks are read
-straight through; ADC chunks decode on first touch into the mount's cache. A chunk whose bytes lie past the
-end of the data fork (a truncated download) is an error for the reads that touch it, with a warning at
-open time.
+straight through; ADC chunks decode on first touch into the mount's cache. A data fork cut short (a truncated
+download) shows the disk up to its first chunk whose bytes lie past the end, with a warning: the filesystem
+inside finds its end there, and the files that lie past it read as errors.
 """
 
 from __future__ import annotations
@@ -139,8 +139,7 @@ class NdifDisk(ExtentStream, Layer):
             else:
                 extents.append(Extent(chunk.length, decoded, position))
                 position += chunk.length
-        super().__init__(extents, name=data.name)
-        self._warn_if_short()
+        super().__init__(extents[: self._available(table.chunks, data.size)], name=data.name)
 
     def _decode(self, i: int) -> bytes:
         where, chunk = self._compressed[i]
@@ -154,18 +153,25 @@ class NdifDisk(ExtentStream, Layer):
             raise CorruptImage(f"ADC chunk {where} (disk bytes {chunk.start}-{chunk.start + chunk.length - 1}): {exc}",
                                layer=LAYER, offset=chunk.offset) from None
 
-    def _warn_if_short(self) -> None:
-        past = [i for i, c in enumerate(self.table.chunks) if c.kind != ZERO and c.offset + c.stored > self.data.size]
-        if past:
-            log.warning("%s: %d NDIF chunks (the first is chunk %d) lie past the end of the %d-byte data fork; what "
-                        "they hold reads as an error", self.data.name, len(past), past[0], self.data.size)
+    def _available(self, chunks: list[Chunk], data_size: int) -> int:
+        """How many chunks (from the first) the data fork holds: a truncated image shows its disk as far as it
+        goes, and the filesystem inside finds its end there."""
+        past = [i for i, c in enumerate(chunks) if c.kind != ZERO and c.offset + c.stored > data_size]
+        if not past:
+            return len(chunks)
+        log.warning("%s: %d NDIF chunks (the first is chunk %d, at disk byte %d) lie past the end of the %d-byte data "
+                    "fork; the disk ends there, and what lies after it reads as an error", self.data.name, len(past),
+                    past[0], chunks[past[0]].start, data_size)
+        return past[0]
 
     def describe(self) -> dict[str, Any]:
         kinds = {ZERO: "zero", RAW: "raw", ADC: "adc"}
         counts: dict[str, int] = {}
         for chunk in self.table.chunks:
             counts[kinds[chunk.kind]] = counts.get(kinds[chunk.kind], 0) + 1
-        return {"layer": LAYER, "name": self.table.name, "version": self.table.version, "size": self.size,
+        return {"layer": LAYER, "name": self.table.name, "version": self.table.version,
+                "size": self.table.sectors * SECTOR_SIZE, **({"available": self.size} if self.size <
+                                                              self.table.sectors * SECTOR_SIZE else {}),
                 "chunks": counts, "data_offset": self.table.data_offset}
 
 
