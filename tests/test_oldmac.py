@@ -229,8 +229,12 @@ def ndif_files(floppy, kinds: list[int]) -> tuple[bytes, bytes]:
 COMPANIONS = {"._": "._{name}", "__MACOSX": "__MACOSX/._{name}", ".AppleDouble": ".AppleDouble/{name}"}
 
 
-@pytest.mark.parametrize("kinds", [[NDIF_RAW], [NDIF_ADC], [NDIF_ADC, NDIF_RAW]], ids=["raw", "adc", "mixed"])
-@pytest.mark.parametrize("form", ["._", "__MACOSX", ".AppleDouble", "macbinary", "applesingle"])
+# Every form of resource fork with an image of zero, raw and ADC chunks; raw-only and ADC-only images once.
+NDIF_CASES = [(form, [NDIF_ADC, NDIF_RAW]) for form in ("._", "__MACOSX", ".AppleDouble", "macbinary", "applesingle")]
+NDIF_CASES += [("._", [NDIF_RAW]), ("macbinary", [NDIF_ADC])]
+
+
+@pytest.mark.parametrize("form,kinds", NDIF_CASES, ids=[f"{f}-{'+'.join(map(hex, k))}" for f, k in NDIF_CASES])
 def test_ndif_with_its_resource_fork(floppy, tmp_path: Path, kinds: list[int], form: str) -> None:
     data, rsrc = ndif_files(floppy, kinds)
     f = MacFile(b"Floppy.img", data, rsrc, b"rohd", b"ddsk")
