@@ -268,6 +268,18 @@ def test_a_macbinary_smi(floppy, tmp_path: Path) -> None:
     assert "classic HFS" in layers
 
 
+def test_macbinary_wrapped_udif_and_floppy(floppy, tmp_path: Path) -> None:
+    """A .dmg.bin (MacBinary around a UDIF) and a MacBinary floppy image mount like the image inside."""
+    from udifwriter import write_udif
+
+    write_udif(tmp_path / "Floppy.dmg", floppy[0].read_bytes(), codec="zlib")
+    wrapped = {"Floppy.dmg.bin": (tmp_path / "Floppy.dmg").read_bytes(), "Floppy.img.bin": floppy[0].read_bytes()}
+    for name, data in wrapped.items():
+        (tmp_path / name).write_bytes(macbinary(MacFile(name[:-4].encode(), data, b"", b"devi", b"ddsk")))
+        with mount(tmp_path / name, tmp_path / f"mnt-{name}") as root:
+            check_floppy(root, floppy)
+
+
 def test_ndif_without_its_resource_fork(floppy, tmp_path: Path) -> None:
     """Uncompressed, the data fork alone is the disk: it mounts. Compressed, it is refused in one line that
     says where the resource fork was looked for."""
