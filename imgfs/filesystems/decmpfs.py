@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
-from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.codecs import lzvn
+from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
 from imgfs.io.stream import BytesStream, Stream
@@ -54,12 +54,13 @@ class Header(NamedTuple):
         return TYPES.get(self.kind, ("", False))[1]
 
 
-def parse_header(value: bytes) -> Header:
+def parse_header(value: bytes, layer: str = "hfs+") -> Header:
+    """The attribute's header; ``layer`` is the filesystem that holds it (for the error message)."""
     if len(value) < HEADER.size:
-        raise CorruptImage(f"{ATTRIBUTE} is {len(value)} bytes, shorter than its header", layer="hfs+")
+        raise CorruptImage(f"{ATTRIBUTE} is {len(value)} bytes, shorter than its header", layer=layer)
     magic, kind, size = HEADER.unpack_from(value)
     if magic != MAGIC:
-        raise CorruptImage(f"{ATTRIBUTE}: expected magic 'fpmc', got {magic!r}", layer="hfs+")
+        raise CorruptImage(f"{ATTRIBUTE}: expected magic 'fpmc', got {magic!r}", layer=layer)
     return Header(kind, size)
 
 
@@ -126,18 +127,23 @@ def lzfse_raw_size(data: bytes) -> int:
     raise ValueError("the LZFSE block headers are damaged")
 
 
-def open_compressed(value: bytes, fork: Stream, cache: BlockCache, name: str) -> Stream:
-    """The uncompressed file: ``value`` is the com.apple.decmpfs attribute, ``fork`` the resource fork."""
-    header = parse_header(value)
+def open_compressed(value: bytes, fork: Optional[Stream], cache: BlockCache, name: str, layer: str = "hfs+"
+                    ) -> Stream:
+    """The uncompressed file: ``value`` is the com.apple.decmpfs attribute, ``fork`` the resource fork (None
+    when the file has none), ``layer`` the filesystem that holds them (HFS+, APFS)."""
+    header = parse_header(value, layer)
     if header.size > MAX_SIZE:
         raise CorruptImage(f"{ATTRIBUTE} says the file has {header.size} bytes", layer=name)
     kind = TYPES.get(header.kind)
     if kind is None:
-        raise UnsupportedFormat(f"{name}: decmpfs compression type {header.kind} is not supported", layer="hfs+")
+        raise UnsupportedFormat(f"{name}: decmpfs compression type {header.kind} is not supported", layer=layer)
     method, in_fork = kind
     decode = _decoder(method)
     if not in_fork:
         return _inline(header, value[HEADER.size :], decode if header.kind != 1 else _raw, cache, name)
+    if fork is None:
+        raise CorruptImage(f"decmpfs type {header.kind} keeps its data in the resource fork, and the file has none",
+                           layer=name)
     locate = _zlib_table(fork, header.size, name) if method == ZLIB else _offset_table(fork, header.size, name)
 
     def chunk(i: int) -> bytes:
