@@ -20,6 +20,8 @@ from imgfs.filesystems.apfs.objects import (
     FS,
     LAYER,
     NX_SUPERBLOCK,
+    OBJ_PHYSICAL,
+    STORAGE_MASK,
     Blocks,
     checksum_ok,
     parse_header,
@@ -76,8 +78,10 @@ class Container:
     # -- checkpoints ---------------------------------------------------------------------------------
 
     def _candidates(self, block0: ContainerSuperblock) -> list[tuple[int, int, bytes]]:
-        """(xid, block, bytes) of every intact superblock of the descriptor area, and of block 0."""
+        """(xid, block, bytes) of every intact superblock of the descriptor area, and of block 0; a damaged
+        one is remembered in ``self._damaged`` (xid, block) to be warned about if it was the newest."""
         found: dict[int, tuple[int, int, bytes]] = {}
+        self._damaged: list[tuple[int, int]] = []
         count = block0.desc_blocks & ~CHECKPOINT_NONCONTIGUOUS
         if block0.desc_blocks & CHECKPOINT_NONCONTIGUOUS:
             self._warn("the checkpoint descriptor area is not contiguous; using the superblock in block 0")
@@ -89,19 +93,18 @@ class Container:
             area = self.blocks.read(block0.desc_base, count, "the checkpoint descriptor area")
             size = self.blocks.block_size
             for i in range(count):
-                data = area[i * size : (i + 1) * size]
-                if self._is_superblock(data):
-                    xid = parse_header(data).xid
-                    found.setdefault(xid, (xid, block0.desc_base + i, data))
-        data = self.blocks.read(0, 1, "the container superblock")
-        if self._is_superblock(data):
-            xid = parse_header(data).xid
-            found.setdefault(xid, (xid, 0, data))
+                self._consider(area[i * size : (i + 1) * size], block0.desc_base + i, found)
+        self._consider(self.blocks.read(0, 1, "the container superblock"), 0, found)
         return sorted(found.values(), reverse=True)
 
-    @staticmethod
-    def _is_superblock(data: bytes) -> bool:
-        return data[32:36] == NX_MAGIC and parse_header(data).kind == NX_SUPERBLOCK and checksum_ok(data)
+    def _consider(self, data: bytes, block: int, found: dict[int, tuple[int, int, bytes]]) -> None:
+        if data[32:36] != NX_MAGIC or parse_header(data).kind != NX_SUPERBLOCK:
+            return
+        xid = parse_header(data).xid
+        if checksum_ok(data):
+            found.setdefault(xid, (xid, block, data))
+        else:
+            self._damaged.append((xid, block))
 
     def _newest_sound(self, block0: ContainerSuperblock
                       ) -> tuple[ContainerSuperblock, ObjectMap, list[VolumeEntry]]:
@@ -110,6 +113,9 @@ class Container:
             raise CorruptImage("no container superblock with a good checksum, in block 0 or in the checkpoint "
                                "area", layer=LAYER, offset=0)
         first_error: Optional[ImageError] = None
+        for xid, block in self._damaged:
+            if xid > candidates[0][0]:
+                self._warn(f"the superblock of checkpoint {xid} (block {block}) fails its checksum; using an older one")
         for xid, block, data in candidates:
             try:
                 superblock = ContainerSuperblock.parse(data, self.blocks.offset(block))
@@ -145,9 +151,23 @@ class Container:
             mapping = omap.resolve(oid, superblock.xid, f"volume {index + 1}")
             data = self.blocks.read_object(mapping.paddr, f"volume {index + 1}'s superblock", expect_type=FS,
                                            verify=self.verify)
-            volumes.append(VolumeEntry(index, oid, mapping.paddr,
-                                       VolumeSuperblock.parse(data, self.blocks.offset(mapping.paddr))))
+            parsed = VolumeSuperblock.parse(data, self.blocks.offset(mapping.paddr))
+            entry = VolumeEntry(index, oid, mapping.paddr, parsed)
+            self._check_volume(entry, superblock.xid)
+            volumes.append(entry)
         return volumes
+
+    def _check_volume(self, entry: VolumeEntry, xid: int) -> None:
+        """The volume's object map and the root node of its tree as of the checkpoint: a checkpoint whose
+        writes did not all reach the disk fails here, and an older one is used."""
+        sb = entry.superblock
+        omap = ObjectMap(self.blocks, self.cache, sb.omap_oid, f"volume {entry.index + 1}", self.verify)
+        if sb.root_tree_type & STORAGE_MASK == OBJ_PHYSICAL:
+            return
+        mapping = omap.resolve(sb.root_tree_oid, xid, f"volume {entry.index + 1}'s filesystem tree")
+        if not mapping.encrypted:  # an encrypted node can only be checked once decrypted
+            self.blocks.read_object(mapping.paddr, f"volume {entry.index + 1}'s filesystem tree root",
+                                    verify=self.verify)
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -61,9 +61,9 @@ def read_keybag(blocks: Blocks, start: int, count: int, key_uuid: bytes, kind: i
     plain = xts_decrypt(key_uuid + key_uuid, start * (blocks.block_size // 512), raw)
     first = plain[: blocks.block_size]
     if parse_header(first).type != kind or not checksum_ok(first):
-        raise UnsupportedFormat(f"{what} does not decrypt with the UUID: its key is held by the Mac's hardware "
-                                "(T2 or Apple silicon Secure Enclave), which imgfs cannot use", layer=LAYER,
-                                offset=blocks.offset(start))
+        raise UnsupportedFormat(f"{what} does not decrypt with its UUID: it is damaged, or its key is held by "
+                                "the Mac's hardware (T2 or Apple silicon Secure Enclave), which imgfs cannot use",
+                                layer=LAYER, offset=blocks.offset(start))
     version, nkeys, nbytes = LOCKER.unpack_from(plain, 32)
     if version != KEYBAG_VERSION or nbytes > len(plain) - 32:
         raise CorruptImage(f"{what}: version {version}, {nbytes} bytes", layer=LAYER, offset=blocks.offset(start))

@@ -20,18 +20,24 @@ What is shown:
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import unicodedata
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Optional
 
-from imgfs.errors import CorruptImage
+from imgfs.errors import CorruptImage, ImageError
 from imgfs.filesystems import decmpfs
 from imgfs.filesystems.apfs import records as rec
 from imgfs.filesystems.apfs.objects import LAYER
+from imgfs.filesystems.apfs.snapshots import snapshot_tree, snapshots
 from imgfs.filesystems.apfs.volume import VolumeTree
 from imgfs.filesystems.base import MAX_INO, Filesystem, Node
 from imgfs.io.stream import Stream
+from imgfs.layer import View
+
+log = logging.getLogger(__name__)
 
 XATTR_SIZE_MAX = 65536  # what getxattr can return on Linux
 SYMLINK_XATTR, RESOURCE_FORK = "com.apple.fs.symlink", "com.apple.ResourceFork"
@@ -164,6 +170,24 @@ class ApfsFilesystem(Filesystem):
             if value is not None:
                 shown.setdefault(xattr.name if xattr.name.startswith(SHOWN_AS_IS) else "user." + xattr.name, value)
         return shown
+
+    def views(self) -> Sequence[View]:
+        """Each snapshot's tree, read-only as all is: ``snapshots/VOLUME/SNAPSHOT NAME``."""
+        found: list[View] = []
+        seen: set[str] = set()
+        volume = (self.label or "volume").replace("/", ":")
+        for snap in snapshots(self.volume):
+            name = snap.name.replace("/", ":")
+            if name in seen or name in (".", ".."):
+                name = f"{name} ({snap.xid})"
+            seen.add(name)
+            try:
+                tree = ApfsFilesystem(snapshot_tree(self.volume, snap), {"snapshot": snap.name, "xid": snap.xid})
+            except ImageError as exc:
+                log.warning("apfs: snapshot %r of %r cannot be read: %s", snap.name, self.label, exc)
+                continue
+            found.append(View(f"snapshots/{volume}/{name}", tree))
+        return found
 
     def describe(self) -> dict[str, Any]:
         sb = self.volume.superblock
