@@ -173,6 +173,10 @@ def apfs_stream(image: Path, passphrase: Optional[str] = None) -> Any:
     ctx = ContainerContext(str(image), BlockCache(64 << 20), passphrase=lambda: passphrase)
     if stream.pread(0, 8) == b"encrcdsa":
         stream = open_encrypted(stream, ctx)
+    if stream.pread(0, 4) == b"shdw":
+        from imgfs.containers.asif import AsifImage
+
+        stream = AsifImage(stream, ctx.cache)
     if stream.pread(stream.size - 512, 4) == b"koly":
         stream = open_udif(stream, ctx)
     if stream.pread(512, 8) == b"EFI PART":
