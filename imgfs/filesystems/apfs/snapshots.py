@@ -40,7 +40,7 @@ def snapshots(tree: VolumeTree) -> list[Snapshot]:
         return []
     meta = BTree(tree.blocks, tree.cache, new_cache_id(), sb.snap_meta_tree_oid, f"{tree.name} snapshot metadata",
                  rec.fs_key, verify=True)
-    found = []
+    found: list[Snapshot] = []
     for key, record in meta.all_records():
         if key[1] != rec.SNAP_METADATA:
             continue
