@@ -217,6 +217,33 @@ class BTree:
         found = self.find_le(key)
         return found[1] if found is not None and found[0] == key else None
 
+    def find_many(self, keys: list[Key]) -> dict[Key, Record]:
+        """The records of those of ``keys`` that are in the tree. Sorted keys are found leaf by leaf: a key
+        within the range of the leaf found last is looked for there, without going down from the root."""
+        found: dict[Key, Record] = {}
+        leaf: Optional[TreeNode] = None
+        leaf_keys: list[Key] = []
+        for key in keys:
+            if leaf is None or not leaf_keys or not leaf_keys[0] <= key <= leaf_keys[-1]:
+                leaf = self._leaf_for(key)
+                if leaf is None:
+                    continue
+                leaf_keys = self.keys(leaf)
+            index = bisect.bisect_left(leaf_keys, key)
+            if index < len(leaf_keys) and leaf_keys[index] == key:
+                found[key] = self.record(leaf, index)
+        return found
+
+    def _leaf_for(self, key: Key) -> Optional[TreeNode]:
+        """The leaf where ``key`` is or would be."""
+        node = self.root
+        while not node.is_leaf:
+            index = bisect.bisect_right(self.keys(node), key) - 1
+            if index < 0:
+                return None
+            node = self.child(node, index)
+        return node
+
     def records(self, prefix: Key) -> Iterator[tuple[Key, Record]]:
         """Every leaf record whose key starts with ``prefix``, in key order."""
         width = len(prefix)

@@ -94,11 +94,17 @@ class ApfsFilesystem(Filesystem):
         handle = node.handle
         assert isinstance(handle, Handle)
         children: dict[str, Node] = NameMap() if self.volume.superblock.hashed_names else {}
-        for entry in self.volume.entries(handle.ino):
+        entries = list(self.volume.entries(handle.ino))
+        inodes = self.volume.inodes([entry.file_id for entry in entries])
+        for entry in entries:
             name = os.fsdecode(entry.name).replace("/", ":")
             if not name or name in (".", "..") or "\0" in name:
                 continue
-            children[name] = self._node(name, self.volume.inode(entry.file_id), entry.kind)
+            inode = inodes.get(entry.file_id)
+            if inode is None:
+                raise CorruptImage(f"{self.volume.name}: {name!r} names inode {entry.file_id}, which is missing",
+                                   layer=LAYER)
+            children[name] = self._node(name, inode, entry.kind)
         return children
 
     def _node(self, name: str, inode: rec.Inode, dt: int = 0) -> Node:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.apfs.objects import LAYER
@@ -73,8 +73,7 @@ def extended_fields(value: bytes, start: int) -> dict[int, bytes]:
     return fields
 
 
-@dataclass(frozen=True)
-class Inode:
+class Inode(NamedTuple):
     ino: int
     parent: int
     private_id: int
@@ -113,8 +112,7 @@ class Inode:
                    uncompressed, size, rdev, name)
 
 
-@dataclass(frozen=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     name: bytes
     file_id: int
     kind: int  # DT_* from the record's flags

@@ -55,6 +55,11 @@ class VolumeTree:
             raise CorruptImage(f"{self.name}: inode {ino} is missing from the filesystem tree", layer=LAYER)
         return rec.Inode.parse(ino, found.value)
 
+    def inodes(self, inos: list[int]) -> dict[int, rec.Inode]:
+        """The inodes of ``inos`` (a folder's children: mostly neighbours in the tree) that exist."""
+        found = self.tree.find_many(sorted((ino, rec.INODE) for ino in set(inos)))
+        return {key[0]: rec.Inode.parse(key[0], record.value) for key, record in found.items()}
+
     def entries(self, ino: int) -> Iterator[rec.DirEntry]:
         hashed = self.superblock.hashed_names
         for _key, record in self.tree.records((ino, rec.DIR_REC)):
