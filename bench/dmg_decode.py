@@ -27,10 +27,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from udifwriter import write_udif  # noqa: E402
 
-from imgfs.containers import OpenContext  # noqa: E402
 from imgfs.containers.dmg import open_udif  # noqa: E402
 from imgfs.io.cache import BlockCache  # noqa: E402
 from imgfs.io.stream import FileStream  # noqa: E402
+from imgfs.layer import OpenContext  # noqa: E402
 
 CHUNK = 1 << 20
 READ = 128 << 10  # the size of a FUSE read
@@ -102,7 +102,7 @@ MEMORY = """
 import ctypes, sys
 ctypes.CDLL("libc.so.6").mallopt(-1, 64 << 20)  # as the daemon does (cli._tune_malloc)
 ctypes.CDLL("libc.so.6").mallopt(-3, 16 << 20)
-from imgfs.containers import OpenContext
+from imgfs.layer import OpenContext
 from imgfs.containers.dmg import open_udif
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import FileStream

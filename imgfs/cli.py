@@ -20,9 +20,11 @@ from typing import Callable, Optional
 
 from imgfs import __version__
 from imgfs.errors import EncryptedImage, ImageError
-from imgfs.image import OpenedImage, OpenSettings, open_image
+from imgfs.filesystems.base import Filesystem, Node
+from imgfs.image import OpenedImage, open_image
 from imgfs.options import MountOptions, OptionError, parse_options
-from imgfs.tree import FsOptions, Node
+from imgfs.registry import NAMESPACES
+from imgfs.tree import Tree
 
 log = logging.getLogger("imgfs")
 
@@ -36,7 +38,7 @@ USAGE = """usage: imgfs IMAGE MOUNTPOINT [-o OPTIONS] [-f] [-d] [-s]
        imgfs umount MOUNTPOINT
 
 Mount options (-o, comma-separated): allow_other, uid=N, gid=N, umask=OCTAL, cache_size=SIZE,
-namespace=auto|rockridge|udf|joliet|iso1999|iso9660, logfile=PATH, verify (check EDC/ECC of raw
+namespace=auto|""" + "|".join(NAMESPACES) + """, logfile=PATH, verify (check EDC/ECC of raw
 sectors and container checksums: a damaged file reads as EIO), rawviews (a .imgfs folder with
 info.json, tracks, earlier sessions, boot images, partitions), passfile=PATH (the passphrase of an
 encrypted image; else $IMGFS_PASSPHRASE, else a prompt on a terminal). The mount is always read-only:
@@ -164,12 +166,7 @@ def _mount_main(argv: list[str]) -> int:
 
 
 def _open(path: str, options: MountOptions) -> OpenedImage:
-    settings = OpenSettings(cache_size=options.cache_size, verify=options.verify,
-                            raw_views=options.raw_views, passphrase=_passphrase_source(path, options.passfile))
-    return open_image(path, FsOptions(namespace=options.namespace,
-                                      uid=os.getuid() if options.uid is None else options.uid,
-                                      gid=os.getgid() if options.gid is None else options.gid),
-                      settings=settings)
+    return open_image(path, options, passphrase=_passphrase_source(path, options.passfile))
 
 
 def _passphrase_source(path: str, passfile: Optional[str]) -> Callable[[], Optional[str]]:
@@ -322,16 +319,14 @@ def _run_command(name: str, argv: list[str]) -> int:
 
 
 def _verify(image: OpenedImage) -> int:
-    """Check every checksum the image has: EDC/ECC of raw sectors, container checksums."""
-    from imgfs.containers.optical.disc import Disc
-
+    """Check every checksum the image has: each layer says what it checks (EDC/ECC of raw sectors, a
+    container's checksums)."""
     problems: list[str] = []
     checked: list[str] = []
-    for item in image.opened:
-        if callable(getattr(item, "verify", None)):
-            what = "EDC/ECC of the raw data sectors" if isinstance(item, Disc) else "checksums"
-            checked.append(f"{item.format if isinstance(item, Disc) else type(item).__name__}: {what}")
-            problems += item.verify()
+    for layer, name in image.opened:
+        if layer.checks:
+            checked.append(f"{name}: {layer.checks}")
+            problems += layer.verify()
     if not checked:
         print(f"{image.path}: nothing to verify (no layer of this image carries checksums)")
         return 0
@@ -382,9 +377,9 @@ def _fmt(value: object) -> str:
 
 
 def _print_partitions(layer: dict) -> None:
-    table = {k: v for k, v in layer.items() if k not in ("layer", "partitions")}
+    table = {k: v for k, v in layer.items() if k not in ("layer", "description", "partitions", "unit")}
     print(f"{layer['layer'].upper()} partition table: " + ", ".join(f"{k}={_fmt(v)}" for k, v in table.items()))
-    unit = "block" if layer["layer"] == "apm" else "LBA"
+    unit = layer.get("unit", "LBA")
     print(f"  {'#':>3} {'first ' + unit:>13} {'size (bytes)':>16}  type")
     for part in layer["partitions"]:
         first = part.get("first_lba", part.get("start_lba", part.get("start_block", "?")))
@@ -395,7 +390,7 @@ def _print_partitions(layer: dict) -> None:
 
 
 def _print_tracks(layer: dict) -> None:
-    disc = {k: v for k, v in layer.items() if k not in ("layer", "tracks", "file", "cdtext", "notes")}
+    disc = {k: v for k, v in layer.items() if k not in ("layer", "description", "tracks", "file", "cdtext", "notes")}
     print(f"{layer['layer'].upper()} disc image {layer.get('file', '')}: " +
           ", ".join(f"{k}={_fmt(v)}" for k, v in disc.items()))
     for key, value in layer.get("cdtext", {}).items():
@@ -409,11 +404,12 @@ def _print_tracks(layer: dict) -> None:
         print(f"  note: {note}")
 
 
-def _long_line(node: Node, name: str) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(node.mtime_ns // 1_000_000_000))
-    size = f"{os.major(node.rdev)}, {os.minor(node.rdev)}" if stat.S_ISCHR(node.mode) or stat.S_ISBLK(node.mode) \
-        else str(node.size)
-    line = f"{stat.filemode(node.mode)} {node.nlink:>3} {node.uid:>5} {node.gid:>5} {size:>12} {when} {name}"
+def _long_line(tree: Tree, node: Node, fs: Filesystem, name: str) -> str:
+    st = tree.attributes(node, fs)
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(st.mtime_ns // 1_000_000_000))
+    size = f"{os.major(st.rdev)}, {os.minor(st.rdev)}" if stat.S_ISCHR(st.mode) or stat.S_ISBLK(st.mode) \
+        else str(st.size)
+    line = f"{stat.filemode(st.mode)} {st.nlink:>3} {st.uid:>5} {st.gid:>5} {size:>12} {when} {name}"
     if node.target is not None:
         line += f" -> {node.target.decode('utf-8', 'surrogateescape')}"
     return line
@@ -421,37 +417,41 @@ def _long_line(node: Node, name: str) -> str:
 
 def _ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
     tree = image.tree
-    node = tree.lookup(path)
-    show: Callable[[Node, str], str] = _long_line if long else (lambda _n, name: name)
+    node, fs = tree.resolve(path)
+
+    def show(child: Node, child_fs: Filesystem, name: str) -> str:
+        return _long_line(tree, child, child_fs, name) if long else name
+
     out = sys.stdout
     if not node.is_dir:
-        print(show(node, path))
+        print(show(node, fs, path))
         return 0
     if not recursive:
-        for name, child in tree.children(path).items():
-            out.write(show(child, name) + "\n")
+        for name, child, child_fs in tree.listing(node, fs):
+            out.write(show(child, child_fs, name) + "\n")
         return 0
     unreadable = []
 
-    def children(where: str) -> Iterator[tuple[str, Node]]:
+    def listing(where: str, directory: Node, directory_fs: Filesystem) -> Iterator[tuple[str, Node, Filesystem]]:
         try:
-            return iter(tree.children(where or "/").items())
+            return iter(tree.listing(directory, directory_fs))
         except ImageError as exc:  # one line for this directory; the walk goes on
             unreadable.append(where)
             _fail(f"{where or '/'}: {exc}")
             return iter(())
 
     top = path.rstrip("/")
-    stack = [(children(top), top)]  # depth first, in directory order
+    stack = [(listing(top, node, fs), top)]  # depth first, in directory order
     while stack:
         item = next(stack[-1][0], None)
         if item is None:
             stack.pop()
             continue
-        child_path = f"{stack[-1][1]}/{item[0]}"
-        out.write(show(item[1], child_path) + "\n")
-        if item[1].is_dir:
-            stack.append((children(child_path), child_path))
+        name, child, child_fs = item
+        child_path = f"{stack[-1][1]}/{name}"
+        out.write(show(child, child_fs, child_path) + "\n")
+        if child.is_dir:
+            stack.append((listing(child_path, child, child_fs), child_path))
     return 1 if unreadable else 0
 
 

@@ -19,10 +19,11 @@ import threading
 from typing import Any, Callable, Optional
 
 from imgfs.errors import ImageError
+from imgfs.filesystems.base import Filesystem, Node
 from imgfs.image import OpenedImage
 from imgfs.io.stream import Stream
 from imgfs.options import MountOptions
-from imgfs.tree import Node
+from imgfs.tree import Attributes
 
 # mfusepy looks for libfuse2 first; prefer libfuse3 and fall back to libfuse2.
 if "FUSE_LIBRARY_PATH" not in os.environ:
@@ -128,65 +129,62 @@ class ImgfsOperations(mfusepy.Operations):
 
     # -- attributes ---------------------------------------------------------------------------------
 
-    def _stat(self, node: Node) -> dict[str, int]:
+    def _stat(self, st: Attributes) -> dict[str, int]:
         return {
-            "st_mode": self._mode(node),
-            "st_ino": node.ino,
-            "st_nlink": node.nlink,
-            "st_uid": node.uid if self.options.uid is None else self.options.uid,
-            "st_gid": node.gid if self.options.gid is None else self.options.gid,
-            "st_size": node.size,
-            "st_blocks": (node.size + 511) // 512,
+            "st_mode": st.mode,
+            "st_ino": st.ino,
+            "st_nlink": st.nlink,
+            "st_uid": st.uid,
+            "st_gid": st.gid,
+            "st_size": st.size,
+            "st_blocks": (st.size + 511) // 512,
             "st_blksize": BLKSIZE,
-            "st_rdev": node.rdev,
-            "st_mtime": node.mtime_ns,
-            "st_atime": node.atime_ns,
-            "st_ctime": node.ctime_ns,
+            "st_rdev": st.rdev,
+            "st_mtime": st.mtime_ns,
+            "st_atime": st.atime_ns,
+            "st_ctime": st.ctime_ns,
         }
 
-    def _mode(self, node: Node) -> int:
-        return node.mode if self.options.umask is None else node.mode & ~self.options.umask
-
-    def _fill(self, st: Any, node: Node) -> None:
-        """``_stat`` straight into libfuse's struct stat: once per entry of a listing, so it is packed in
+    def _fill(self, buf: Any, st: Attributes) -> None:
+        """Attributes straight into libfuse's struct stat: once per entry of a listing, so they are packed in
         one call where the struct's layout is the known Linux x86-64 one, and set field by field elsewhere."""
-        uid = node.uid if self.options.uid is None else self.options.uid
-        gid = node.gid if self.options.gid is None else self.options.gid
-        mtime, atime, ctime = (divmod(node.mtime_ns, 1_000_000_000), divmod(node.atime_ns, 1_000_000_000),
-                               divmod(node.ctime_ns, 1_000_000_000))
+        mtime, atime, ctime = (divmod(st.mtime_ns, 1_000_000_000), divmod(st.atime_ns, 1_000_000_000),
+                               divmod(st.ctime_ns, 1_000_000_000))
         if _STAT is not None:
-            ctypes.memmove(ctypes.addressof(st), _STAT.pack(
-                0, node.ino, node.nlink, self._mode(node), uid, gid, node.rdev, node.size, BLKSIZE,
-                (node.size + 511) // 512, *atime, *mtime, *ctime), _STAT.size)
+            ctypes.memmove(ctypes.addressof(buf), _STAT.pack(
+                0, st.ino, st.nlink, st.mode, st.uid, st.gid, st.rdev, st.size, BLKSIZE,
+                (st.size + 511) // 512, *atime, *mtime, *ctime), _STAT.size)
             return
-        st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid = self._mode(node), node.ino, node.nlink, uid, gid
-        st.st_size, st.st_blocks, st.st_blksize, st.st_rdev = node.size, (node.size + 511) // 512, BLKSIZE, node.rdev
-        st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = atime
-        st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = mtime
-        st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = ctime
+        buf.st_mode, buf.st_ino, buf.st_nlink, buf.st_uid, buf.st_gid = st.mode, st.ino, st.nlink, st.uid, st.gid
+        buf.st_size, buf.st_blocks, buf.st_blksize, buf.st_rdev = st.size, (st.size + 511) // 512, BLKSIZE, st.rdev
+        buf.st_atimespec.tv_sec, buf.st_atimespec.tv_nsec = atime
+        buf.st_mtimespec.tv_sec, buf.st_mtimespec.tv_nsec = mtime
+        buf.st_ctimespec.tv_sec, buf.st_ctimespec.tv_nsec = ctime
 
     @_fuse_errors
     def getattr(self, path: str, fh: Optional[int] = None) -> dict[str, int]:
-        return self._stat(self.tree.lookup(path))
+        return self._stat(self.tree.stat_path(path))
 
     @_fuse_errors
-    def fill_stat(self, path: str, st: Any) -> None:
-        self._fill(st, self.tree.lookup(path))
+    def fill_stat(self, path: str, buf: Any) -> None:
+        self._fill(buf, self.tree.stat_path(path))
 
     @_fuse_errors
-    def listing(self, path: str) -> list[tuple[str, Node]]:
-        """A directory's entries with their nodes, "." and ".." first."""
+    def listing(self, path: str) -> list[tuple[str, Node, Filesystem]]:
+        """A directory's entries with their nodes and filesystems, "." and ".." first."""
         node, fs = self.tree.resolve(path)
         if not node.is_dir:
             raise NotADirectoryError(path)
         if path != "/":
             self._start_prefetch()
-        parent = self.tree.lookup(path.rsplit("/", 1)[0]) if path != "/" else node
-        return [(".", node), ("..", parent), *self.tree.entries(node, fs).items()]
+        parent, parent_fs = self.tree.resolve(path.rsplit("/", 1)[0]) if path != "/" else (node, fs)
+        return [(".", node, fs), ("..", parent, parent_fs), *self.tree.listing(node, fs)]
 
     @_fuse_errors
     def readdir(self, path: str, fh: int) -> list:
-        return [(name, {"st_mode": self._mode(node), "st_ino": node.ino}, 0) for name, node in self.listing(path)]
+        attributes = self.tree.attributes
+        return [(name, {"st_mode": (st := attributes(node, fs)).mode, "st_ino": st.ino}, 0)
+                for name, node, fs in self.listing(path)]
 
     @_fuse_errors
     def readlink(self, path: str) -> str:
@@ -302,12 +300,14 @@ class _Fuse(mfusepy.FUSE):
         plus = bool(flags & READDIR_PLUS)
         st = mfusepy.c_stat()
         entries = self.operations.listing(self._path(path))
+        attributes = self.operations.tree.attributes
         for index in range(offset, len(entries)):
-            name, node = entries[index]
+            name, node, fs = entries[index]
+            shown = attributes(node, fs)
             if plus:
-                self.operations._fill(st, node)
+                self.operations._fill(st, shown)
             else:
-                st.st_mode, st.st_ino = self.operations._mode(node), node.ino
+                st.st_mode, st.st_ino = shown.mode, shown.ino
             if filler(buf, name.encode(self.encoding, self.errors), st, index + 1, FILL_DIR_PLUS if plus else 0):
                 break
         return 0
@@ -370,9 +370,6 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
         kwargs["max_idle_threads"] = 8  # else libfuse 3.14 warns about an unset (-1) value
     for flag in options.fuse_flags:
         kwargs[flag] = True
-    for extra in filter(None, os.environ.get("IMGFS_EXPERIMENT", "").split(",")):  # EXPERIMENT
-        key, _, value = extra.partition("=")
-        kwargs[key] = value or True
     operations = ImgfsOperations(image, options, os.path.realpath(mountpoint), on_ready)
     try:
         _Fuse(operations, mountpoint, **kwargs)

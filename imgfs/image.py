@@ -1,167 +1,251 @@
-"""Opening an image: from the file, through detection and the partition map, to the tree.
+"""The assembler: from a path, through every layer the registry detects, to the tree that is mounted.
 
-One disk: the filesystem at the root. A partitioned disk: one folder per partition that holds a
-filesystem imgfs reads, named ``N LABEL`` (the partition number, then the filesystem's label or else
-the partition's name), and a raw ``N.img`` file for every other partition with data, so that its
-bytes can still be copied. A disk with exactly one partition, holding a readable filesystem, shows
-that filesystem at the root.
+It names no format. The registry turns the path into the first stream (``SOURCES``), then detection
+and the openers do the rest, each returning one of the three results of the layer contract
+(``imgfs.layer``), and the assembler places each:
+
+* a **container** (a stream): detection goes on inside it;
+* a **volume set**: each volume is detected and opened in turn; those that open are folders named
+  ``NAME LABEL`` (a set of one volume shows it at the root), the others raw files when they say so; or,
+  for a set of alternatives (``choose_one``), the first that opens is the root and the others go to the
+  raw views; the set's own extra files are grafted beside whatever is at the root;
+* a **filesystem**: the tree of one volume.
+
+Containers and volume sets nest up to ``MAX_DEPTH`` deep. With ``-o rawviews`` every layer's raw
+views, and ``info.json``, are gathered in a ``.imgfs`` folder at the root.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional, Union
 
-from imgfs.containers import OpenContext
-from imgfs.containers.optical.disc import Disc
-from imgfs.containers.optical.files import resolve, sibling
-from imgfs.containers.sparse import is_sparsebundle, open_sparsebundle
-from imgfs.containers.split import open_disk
-from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
+from imgfs import registry
+from imgfs.errors import ImageError, UnsupportedFormat
+from imgfs.filesystems.base import Filesystem
 from imgfs.io import background
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import BytesStream, SliceStream, Stream
-from imgfs.registry import Format, detect, load
-from imgfs.tree import VOLUME_INO_SHIFT, Filesystem, FsOptions, Tree, VirtualFilesystem
-from imgfs.volumes import Partition, PartitionTable
+from imgfs.io.stream import BytesStream, Stream
+from imgfs.layer import Layer, OpenContext, Progress, View, Volume, VolumeSet, no_passphrase, no_progress
+from imgfs.options import MountOptions
+from imgfs.tree import Tree, VirtualFilesystem
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_SIZE = 64 << 20
 RAW_VIEWS = ".imgfs"  # the folder of raw views (-o rawviews)
-RAW_VIEWS_INO = 0xFFFF << VOLUME_INO_SHIFT
+MAX_DEPTH = 8  # layers inside layers: more than this is a loop, not an image
 
-
-def _no_passphrase() -> Optional[str]:
-    return None
+Described = Union[registry.Format, registry.Source, None]
 
 
 @dataclass
 class OpenedImage:
     path: str
-    stream: Stream
-    cache: BlockCache
-    fs: Filesystem  # the filesystem at the root (a VirtualFilesystem for a partitioned disk)
+    stream: Stream  # the first stream: the file(s) the user named
     tree: Tree
-    layers: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[dict[str, Any]]  # what ``imgfs info`` shows, outermost first
+    opened: list[tuple[Layer, str]] = field(default_factory=list)  # every layer and its name, outermost first
+    empty_reason: str = ""  # why nothing at all can be shown, when that is so
 
-    opened: list[Any] = field(default_factory=list)  # every file and container opened, outermost first
+    @property
+    def fs(self) -> Filesystem:
+        return self.tree.fs
 
     def close(self) -> None:
-        for item in reversed(self.opened or [self.stream]):
-            _close(item)
+        for layer, _ in reversed(self.opened):
+            layer.close()
 
     def require_content(self) -> None:
         """Refuse, in one line, an image in which nothing at all can be shown."""
-        reason = getattr(self.fs, "empty_reason", "")
-        if reason:
-            raise UnsupportedFormat(reason)
+        if self.empty_reason:
+            raise UnsupportedFormat(self.empty_reason)
 
 
-@dataclass
-class Volume:
-    partition: Partition
-    stream: Stream
-    fs: Optional[Filesystem]
-    fmt: Optional[Format]
-    why_raw: str = ""
-
-    @property
-    def folder(self) -> str:
-        if self.fs is None:
-            return f"{self.partition.number}.img"
-        label = (self.fs.label or self.partition.name).strip().replace("/", "_").replace("\0", "")
-        return f"{self.partition.number} {label}" if label else str(self.partition.number)
-
-
-@dataclass(frozen=True)
-class OpenSettings:
-    """How to open an image, beyond what each filesystem is told."""
-
-    cache_size: int = DEFAULT_CACHE_SIZE
-    verify: bool = False  # check EDC/ECC of raw sectors, checksums of containers
-    raw_views: bool = False  # add the .imgfs folder: info.json, tracks, sessions, boot images, partitions
-    passphrase: Callable[[], Optional[str]] = _no_passphrase
-
-
-HFS_HYBRID_SKIP = ("iso9660", "udf")  # namespace=hfsplus: the Apple side of an ISO + HFS+ hybrid
-MAX_CONTAINER_DEPTH = 4  # an encrypted DMG in a ...: more than this is a loop, not an image
-
-
-def open_image(path: str, options: FsOptions = FsOptions(), cache_size: int = DEFAULT_CACHE_SIZE,
-               settings: Optional[OpenSettings] = None) -> OpenedImage:
+def open_image(path: str, options: Optional[MountOptions] = None, *, passphrase=no_passphrase,
+               progress: Progress = no_progress) -> OpenedImage:
     """Detect and open ``path``; any problem is an ``ImageError`` that names the layer."""
+    options = options or MountOptions()
     with background.held():  # no decoding ahead while opening: it would only delay the mount
-        return _open_image(path, options, settings or OpenSettings(cache_size=cache_size))
+        sheet = registry.find_sheet(path)
+        if sheet:
+            log.info("%s: using the sheet %s beside it", path, sheet)
+            path = sheet
+        ctx = OpenContext(path, BlockCache(options.cache_size), options.verify, passphrase, options.namespace,
+                          options.raw_views, progress)
+        return _Assembly(ctx, Tree(presentation=options.presentation())).run()
 
 
-def _open_image(path: str, options: FsOptions, settings: OpenSettings) -> OpenedImage:
-    sheet = find_sheet(path)
-    if sheet:
-        log.info("%s: using the sheet %s beside it", path, sheet)
-        path = sheet
-    cache = BlockCache(settings.cache_size)
-    ctx = OpenContext(path, cache, settings.verify, settings.passphrase)
-    bundle = is_sparsebundle(path)
-    stream = open_sparsebundle(path, ctx) if bundle else open_disk(path)
-    layers: list[dict[str, Any]] = [{"layer": "file", "path": path, "size": stream.size,
-                                     **({"segments": len(stream.parts)} if hasattr(stream, "parts") else {})}]
-    if bundle:
-        layers.append({"layer": "sparsebundle", "description": "Apple sparse bundle", **stream.describe()})
-    opened: list[Any] = [stream]
-    extras: list[tuple[str, Stream]] = []  # raw views of the layers: (name, stream)
-    try:
-        skip = HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ()
-        fmt = detect(stream, skip=skip)
-        for _ in range(MAX_CONTAINER_DEPTH):
-            if fmt.kind != "container":
+class _Assembly:
+    def __init__(self, ctx: OpenContext, tree: Tree) -> None:
+        self.ctx = ctx
+        self.tree = tree
+        self.mtime = _mtime(ctx.path)
+        self.records: list[tuple[Layer, Described, dict[str, Any]]] = []
+        self.views: list[View] = []
+
+    def run(self) -> OpenedImage:
+        source, stream = registry.open_source(self.ctx.path, self.ctx)
+        try:
+            root = self._place(_as_layer(stream), source, 0, {})
+            self.tree.set_root(root)
+            if self.ctx.raw_views:
+                self._raw_views()
+        except BaseException:
+            for layer, _, _ in reversed(self.records):
+                layer.close()
+            raise
+        empty = root.empty_reason if isinstance(root, VirtualFilesystem) else ""
+        return OpenedImage(self.ctx.path, stream, self.tree, self._layers(),
+                           [(layer, _name(layer, what)) for layer, what, _ in self.records], empty)
+
+    # -- one layer at a time -------------------------------------------------------------------------
+
+    def _open(self, stream: Stream, kinds: tuple[str, ...], depth: int, details: dict[str, Any]) -> Filesystem:
+        """What to show for ``stream``: detect its format, open it, place the result."""
+        if depth > MAX_DEPTH:
+            raise UnsupportedFormat(f"more than {MAX_DEPTH} layers inside each other", layer="image")
+        fmt = registry.detect(stream, kinds, self.ctx.namespace)
+        assert fmt.opener is not None
+        return self._place(registry.load(fmt.opener)(stream, self.ctx), fmt, depth, details)
+
+    def _place(self, layer: Layer, what: Described, depth: int, details: dict[str, Any]) -> Filesystem:
+        self.records.append((layer, what, details))
+        if self.ctx.raw_views:
+            self.views.extend(layer.views())
+        if isinstance(layer, Filesystem):
+            return layer
+        if isinstance(layer, VolumeSet):
+            return self._volume_set(layer, depth + 1)
+        if isinstance(layer, Stream):  # a container: its disk is detected again
+            if isinstance(what, registry.Format):
+                self.views.append(View(f"{what.name}.img", layer))
+            return self._open(layer, registry.KINDS, depth + 1, {})
+        raise TypeError(f"{_name(layer, what)}: an opener returned {type(layer).__name__}, not a layer")
+
+    # -- volume sets -----------------------------------------------------------------------------------
+
+    def _volume_set(self, volumes: VolumeSet, depth: int) -> Filesystem:
+        found = list(volumes.volumes())
+        shown = self._choose(volumes, found, depth) if volumes.choose_one else self._folders(found, depth)
+        self.views.extend(View(v.view, v.stream) for v in found if v.view and v.stream is not None)
+        extras = list(volumes.extras())
+        if extras:
+            files = VirtualFilesystem(0, self.mtime)
+            for name, stream in extras:
+                self.tree.graft(shown.root, name, files.add_file(files.root, name, stream), files)
+        elif isinstance(shown, VirtualFilesystem) and not shown.root.children:
+            shown.empty_reason = volumes.empty_reason()
+        return shown
+
+    def _folders(self, found: list[Volume], depth: int) -> Filesystem:
+        opened = []
+        for volume in found:
+            details = dict(volume.details)  # its record: "shown_as" is added once the folder's name is known
+            fs = self._volume(volume, depth, details)
+            if fs is not None:
+                details["shown_as"] = _folder(volume, fs)
+            opened.append((volume, fs, details))
+        readable = [fs for _, fs, _ in opened if fs is not None]
+        if len(readable) == 1 and (len(found) == 1 or self.ctx.namespace != "auto"):
+            return readable[0]  # a set of one volume, or the one side of a hybrid that namespace= asked for
+        top = VirtualFilesystem(sum(v.stream.size for v in found if v.stream is not None), self.mtime)
+        for volume, fs, details in opened:
+            if fs is not None:
+                self.tree.mount(top.root, details["shown_as"], fs)
+            elif volume.raw and volume.stream is not None:
+                top.add_file(top.root, volume.raw, volume.stream)
+        return top
+
+    def _choose(self, volumes: VolumeSet, found: list[Volume], depth: int) -> Filesystem:
+        chosen: Optional[Filesystem] = None
+        for volume in found:
+            if chosen is not None and not self.ctx.raw_views:
                 break
-            inner = load(fmt.opener or "")(stream, ctx)
-            opened.append(inner)
-            if isinstance(inner, Disc):
-                fs, tree = _open_disc(inner, cache, options, settings, layers)
-                break
-            layers.append({"layer": fmt.name, "description": fmt.description, **inner.describe()})
-            if settings.verify and callable(getattr(inner, "verify", None)):
-                _verify_container(fmt, inner)
-            extras.append((f"{fmt.name}.img", inner))
-            stream = inner
-            fmt = detect(stream, skip=skip)
-        else:
-            raise UnsupportedFormat(f"more than {MAX_CONTAINER_DEPTH} containers inside each other", layer=fmt.name)
-        if not isinstance(opened[-1], Disc):
-            if fmt.kind == "container":
-                raise UnsupportedFormat(f"{fmt.description} inside another container is not supported", layer=fmt.name)
-            if fmt.kind == "volumes":
-                table = load(fmt.opener or "")(stream)
-                fs, tree, volumes = _open_volumes(path, stream, table, cache, options, layers)
-                extras += [(f"partitions/{v.partition.number}.img", v.stream) for v in volumes]
+            fs = self._volume(volume, depth, dict(volume.details))
+            if fs is None:
+                continue
+            if chosen is None:
+                chosen = fs
+                if volume is not found[0]:
+                    log.warning("%s holds no filesystem imgfs reads; showing %s", found[0].name, volume.name)
             else:
-                fs = _open_filesystem(fmt, stream, cache, options)
-                tree = Tree(fs)
-                layers.append({"layer": fmt.name, "description": fmt.description, **fs.describe()})
-            if settings.raw_views:
-                _add_raw_views(tree, layers, extras, _mtime(path))
-    except BaseException:
-        for item in reversed(opened):
-            _close(item)
-        raise
-    image = OpenedImage(path, opened[0], cache, fs, tree, layers)
-    image.opened = opened
-    return image
+                self.views.append(View(f"{volumes.others}/{volume.name}", fs))
+        if chosen is not None:
+            return chosen
+        top = VirtualFilesystem(0, self.mtime)
+        for name, stream in volumes.fallback():
+            top.add_file(top.root, name, stream)
+        return top
+
+    def _volume(self, volume: Volume, depth: int, details: dict[str, Any]) -> Optional[Filesystem]:
+        """The volume's tree, or None (recorded as raw) when it holds nothing imgfs reads."""
+        try:
+            if volume.open is not None:
+                return self._place(volume.open(self.ctx), None, depth, details)
+            assert volume.stream is not None
+            return self._open(volume.stream, volume.kinds, depth, details)
+        except ImageError as exc:
+            unknown = isinstance(exc, UnsupportedFormat) and exc.layer is None
+            if not isinstance(exc, UnsupportedFormat):
+                log.warning("%s: %s; shown as %s", _title(volume), exc, volume.raw or "nothing")
+            details.update({"shown_as": volume.raw} if volume.raw else {})
+            details["reason"] = "no filesystem recognised" if unknown else str(exc)
+            self.records.append((Layer(), None, details))
+            return None
+
+    # -- raw views and what imgfs info shows -----------------------------------------------------------
+
+    def _raw_views(self) -> None:
+        """The ``.imgfs`` folder: every layer's raw views, and ``info.json``."""
+        folder = VirtualFilesystem(0, self.mtime)
+        for view in self.views:
+            *dirs, name = view.path.split("/")
+            parent = folder.root
+            for part in dirs:
+                parent = folder.add_dir(parent, part)
+            if isinstance(view.target, Filesystem):
+                self.tree.mount(parent, name, view.target)
+            elif isinstance(view.target, Stream):
+                folder.add_file(parent, name, view.target)
+        info = json.dumps({"layers": self._layers()}, indent=2, default=str).encode() + b"\n"
+        folder.add_file(folder.root, "info.json", BytesStream(info, "info.json"))
+        self.tree.graft(self.tree.root, RAW_VIEWS, folder.root, folder)
+
+    def _layers(self) -> list[dict[str, Any]]:
+        layers = []
+        for layer, what, details in self.records:
+            record: dict[str, Any] = {"layer": _name(layer, what)}
+            if what is not None:
+                record["description"] = what.description
+            record.update(details)
+            record.update(layer.describe())
+            layers.append(record)
+        return layers
 
 
-def _verify_container(fmt: Format, container: Any) -> None:
-    """-o verify: a container with checksums (a DMG) is checked whole before it is mounted."""
-    problems = container.verify()
-    if problems:
-        more = f" (and {len(problems) - 1} more: imgfs verify lists them)" if len(problems) > 1 else ""
-        raise CorruptImage(f"checksum mismatch: {problems[0]}{more}", layer=fmt.name)
-    log.info("%s: every checksum matches", fmt.name)
+def _as_layer(stream: Stream) -> Layer:
+    if not isinstance(stream, Layer):
+        raise TypeError(f"a source returned {type(stream).__name__}, not a layer")
+    return stream
+
+
+def _name(layer: Layer, what: Described) -> str:
+    return layer.kind or (what.name if what is not None else "raw")
+
+
+def _folder(volume: Volume, fs: Filesystem) -> str:
+    """``NAME LABEL``: the volume's name, then its filesystem's label (else the volume's own label)."""
+    label = (fs.label or volume.label).strip().replace("/", "_").replace("\0", "")
+    return f"{volume.name} {label}" if label else volume.name
+
+
+def _title(volume: Volume) -> str:
+    """How a log line names a volume: by its first detail ("partition 3"), else by its name."""
+    key, value = next(iter(volume.details.items()), ("", volume.name))
+    return f"{key} {value}".strip()
 
 
 def _mtime(path: str) -> int:
@@ -169,235 +253,3 @@ def _mtime(path: str) -> int:
         return os.stat(path).st_mtime_ns
     except OSError:
         return 0
-
-
-def find_sheet(path: str) -> Optional[str]:
-    """The cue sheet, CloneCD or Alcohol descriptor that describes the data file ``path``, if one is beside it."""
-    if os.path.isdir(path) or not os.path.isfile(path):
-        return None
-    lower = path.lower()
-    if lower.endswith((".cue", ".ccd", ".mds", ".nrg")):
-        return None
-    named = sibling(path, (".cue", ".ccd", ".mds"))
-    if named and (not named.lower().endswith(".cue") or _cue_names(named, path)):
-        return named
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        sheets = sorted(e for e in os.listdir(folder) if e.lower().endswith(".cue"))[:64]
-    except OSError:
-        return None
-    for entry in sheets:  # redump: "Game (Track 1).bin" is named by "Game.cue"
-        candidate = os.path.join(folder, entry)
-        if _cue_names(candidate, path):
-            return candidate
-    return None
-
-
-def _cue_names(sheet: str, path: str) -> bool:
-    from imgfs.containers.optical import cue
-
-    try:
-        if os.path.getsize(sheet) > cue.MAX_SHEET:
-            return False
-        with open(sheet, "rb") as handle:
-            parsed = cue.parse(cue._decode(handle.read()), sheet)
-        target = os.path.realpath(path)
-        for entry in parsed.files:
-            try:
-                if os.path.realpath(resolve(sheet, entry.name)) == target:
-                    return True
-            except ImageError:
-                continue
-    except (OSError, ImageError):
-        return False
-    return False
-
-
-def _close(stream: Any) -> None:
-    if isinstance(stream, Disc):
-        stream.close()
-        return
-    for part in getattr(stream, "parts", [stream]):
-        close = getattr(part, "close", None)
-        if close:
-            close()
-
-
-def _open_filesystem(fmt: Format, stream: Stream, cache: BlockCache, options: FsOptions) -> Filesystem:
-    return load(fmt.opener or "")(stream, cache, options)
-
-
-def _open_volumes(path: str, disk: Stream, table: PartitionTable, cache: BlockCache, options: FsOptions,
-                  layers: list[dict[str, Any]]) -> tuple[Filesystem, Tree, list[Volume]]:
-    layers.append(table.describe())
-    volumes = [_volume(disk, part, cache, options) for part in table.partitions if _holds_data(part)]
-    for vol in volumes:
-        layer = {"layer": vol.fmt.name if vol.fs and vol.fmt else "raw", "partition": vol.partition.number,
-                 "shown_as": vol.folder}
-        layer.update(vol.fs.describe() if vol.fs else {"reason": vol.why_raw})
-        layers.append(layer)
-    if len(volumes) == 1 and volumes[0].fs is not None:
-        return volumes[0].fs, Tree(volumes[0].fs), volumes
-    readable = [v for v in volumes if v.fs is not None]
-    if options.namespace == "hfsplus" and len(readable) == 1:  # the Apple side of a hybrid: its HFS+ volume
-        return readable[0].fs, Tree(readable[0].fs), volumes
-    top = VirtualFilesystem(disk.size, os.stat(path).st_mtime_ns)
-    if not volumes:
-        top.empty_reason = (f"{table.scheme}: no partition has data in this image ({disk.size} bytes): the "
-                            f"{len(table.partitions)} listed lie beyond its end or are the map's own entries; a "
-                            "partition table without its partitions (imgfs info lists them)")
-    tree = Tree(top)
-    for vol in volumes:
-        if vol.fs is None:
-            top.add_file(top.root, vol.folder, vol.stream)
-        else:
-            tree.mount(top.root, vol.folder, vol.fs)
-    return top, tree, volumes
-
-
-def _holds_data(part: Partition) -> bool:
-    """A partition to show: one with bytes in the image that is not a map's own bookkeeping."""
-    return part.available > 0 and part.details.get("volume", True) and part.type_id != "0xee"
-
-
-def _volume(disk: Stream, part: Partition, cache: BlockCache, options: FsOptions) -> Volume:
-    stream = part.stream(disk)
-    try:
-        fmt = detect(stream, kinds=("filesystem",), skip=HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ())
-        fs = _open_filesystem(fmt, stream, cache,
-                              dataclasses.replace(options, ino_base=part.number << VOLUME_INO_SHIFT))
-    except UnsupportedFormat as exc:
-        return Volume(part, stream, None, None, "no filesystem recognised" if exc.layer is None else str(exc))
-    except ImageError as exc:
-        log.warning("partition %d: %s; shown as %d.img", part.number, exc, part.number)
-        return Volume(part, stream, None, None, str(exc))
-    return Volume(part, stream, fs, fmt)
-
-
-# -- optical discs ----------------------------------------------------------------------------------
-
-
-def _open_disc(disc: Disc, cache: BlockCache, options: FsOptions, settings: OpenSettings,
-               layers: list[dict[str, Any]]) -> tuple[Filesystem, Tree]:
-    """The last session's filesystem at the root, audio tracks as ``Track NN.wav`` beside it."""
-    disc.prepare()
-    layers.append(disc.describe())
-    user = disc.user_stream(verify=settings.verify)
-    sessions: dict[int, Filesystem] = {}
-    root_fs: Optional[Filesystem] = None
-    for session in reversed(disc.sessions):
-        if root_fs is not None and not settings.raw_views:
-            break
-        data = [t for t in disc.session_tracks(session) if not t.is_audio and t.file_sectors > 0]
-        if not data:
-            continue
-        at_root = root_fs is None
-        fs = _disc_filesystem(user, data[0].start, cache,
-                              dataclasses.replace(options, ino_base=0 if at_root else session << VOLUME_INO_SHIFT),
-                              session, layers)
-        if fs is None:
-            continue
-        sessions[session] = fs
-        if at_root:
-            root_fs = fs
-            if session != disc.sessions[-1]:
-                log.warning("the last session holds no filesystem imgfs reads; showing session %d", session)
-    mtime = _mtime(disc.name)
-    extra = VirtualFilesystem(user.size, mtime, ino_base=RAW_VIEWS_INO)
-    if root_fs is None:
-        top = VirtualFilesystem(user.size, mtime)
-        tree = Tree(top)
-        for track in disc.tracks:
-            if not track.is_audio and track.file_sectors > 0:
-                top.add_file(top.root, f"Track {track.number:02d}.iso", _track_iso(disc, user, track))
-        root_fs = top
-    else:
-        tree = Tree(root_fs)
-    for track in disc.tracks:
-        if track.is_audio:
-            name = f"Track {track.number:02d}.wav"
-            node = extra.add_file(extra.root, name, disc.wav_stream(track))
-            tree.graft(root_fs.root, name, node, extra)
-    if isinstance(root_fs, VirtualFilesystem) and not root_fs.root.children and not extra.root.children:
-        root_fs.empty_reason = f"{disc.format}: no track of {disc.name} holds data or audio imgfs can show"
-    if settings.raw_views:
-        views: list[tuple[str, Stream]] = [("disc.iso", user)]
-        for track in disc.tracks:
-            if not track.is_audio and track.file_sectors > 0:
-                views.append((f"tracks/Track {track.number:02d}.iso", _track_iso(disc, user, track)))
-            views.append((f"tracks/Track {track.number:02d}.bin", disc.raw_stream(track)))
-        folder = _add_raw_views(tree, layers, views, mtime)
-        vfs = tree._mounts[id(folder)]
-        assert isinstance(vfs, VirtualFilesystem)
-        for session, fs in sessions.items():
-            if fs is not root_fs:
-                tree.mount(vfs.add_dir(folder, "sessions"), f"Session {session}", fs)
-    return root_fs, tree
-
-
-def _track_iso(disc: Disc, user: Stream, track: Any) -> Stream:
-    """A data track's user bytes from its INDEX 01 to the end of what is stored (what bchunk writes)."""
-    first = max(track.start, track.file_lba)
-    count = max(0, track.file_lba + track.file_sectors - first)
-    return SliceStream(user, first * 2048, count * 2048, name=f"track {track.number}")
-
-
-def _disc_filesystem(user: Stream, start: int, cache: BlockCache, options: FsOptions, session: int,
-                     layers: list[dict[str, Any]]) -> Optional[Filesystem]:
-    """The filesystem of the session whose first data track starts at LBA ``start``, or None."""
-    view = SliceStream(user, start * 2048, user.size - start * 2048) if start else user
-    try:
-        fmt = detect(view, kinds=("filesystem",), skip=HFS_HYBRID_SKIP if options.namespace == "hfsplus" else ())
-        if fmt.name in ("iso9660", "udf"):  # these address sectors absolutely: give them the whole disc
-            fs = _open_filesystem(fmt, user, cache, dataclasses.replace(options, start_sector=start))
-        else:
-            fs = _open_filesystem(fmt, view, cache, options)
-    except UnsupportedFormat as exc:
-        layers.append({"layer": "raw", "session": session, "start": start, "reason": str(exc)})
-        return None
-    except ImageError as exc:
-        log.warning("session %d: %s", session, exc)
-        layers.append({"layer": "raw", "session": session, "start": start, "reason": str(exc)})
-        return None
-    layers.append({"layer": fs.kind, "description": fmt.description, "session": session, "start": start,
-                   **fs.describe()})
-    return fs
-
-
-# -- raw views -----------------------------------------------------------------------------------------
-
-
-def _add_raw_views(tree: Tree, layers: list[dict[str, Any]], views: list[tuple[str, Stream]], mtime: int) -> Any:
-    """The ``.imgfs`` folder: ``info.json``, raw views of the layers, El Torito boot images."""
-    vfs = VirtualFilesystem(0, mtime, ino_base=RAW_VIEWS_INO + (1 << 40))
-    for path, stream in views + _boot_views(tree, layers):
-        folder = vfs.root
-        *dirs, name = path.split("/")
-        for part in dirs:
-            folder = vfs.add_dir(folder, part)
-        vfs.add_file(folder, name, stream)
-    info = json.dumps({"layers": layers}, indent=2, default=str).encode() + b"\n"
-    vfs.add_file(vfs.root, "info.json", BytesStream(info, "info.json"))
-    tree.graft(tree.root, RAW_VIEWS, vfs.root, vfs)
-    return vfs.root
-
-
-def _boot_views(tree: Tree, layers: list[dict[str, Any]]) -> list[tuple[str, Stream]]:
-    """El Torito boot images of the ISO 9660 filesystems in the tree, as ``boot/NAME`` (listed in ``layers``)."""
-    try:
-        from imgfs.filesystems.iso9660 import IsoFilesystem
-        from imgfs.filesystems.iso9660.eltorito import boot_images
-    except ImportError:
-        return []
-    views: list[tuple[str, Stream]] = []
-    for fs in tree.filesystems:
-        if isinstance(fs, IsoFilesystem):
-            try:
-                images = [image for image in boot_images(fs.stream, fs.descriptors, fs) if image.size > 0]
-                for image in images:
-                    views.append((f"boot/{image.name}", image.stream()))
-                if images:
-                    layers.append({"layer": "el-torito", "images": [image.describe() for image in images]})
-            except (ImageError, OSError, ValueError) as exc:
-                log.warning("El Torito boot catalog unreadable: %s", exc)
-    return views

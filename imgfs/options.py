@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from imgfs.filesystems.optical import NAMESPACES
-from imgfs.image import DEFAULT_CACHE_SIZE
+from imgfs.registry import NAMESPACES
+from imgfs.tree import Presentation
+
+DEFAULT_CACHE_SIZE = 64 << 20
 
 # Always read-only, so these cannot change anything; mount(8) and mount.fuse3 pass some of them
 # on their own (mount.fuse3 adds "rw,dev,suid" when the user gave no options).
@@ -35,6 +38,10 @@ class MountOptions:
     raw_views: bool = False  # the .imgfs folder: info.json, tracks, sessions, boot images, partitions
     passfile: Optional[str] = None  # a file holding the passphrase of an encrypted image
     fuse_flags: list[str] = field(default_factory=list)
+
+    def presentation(self) -> Presentation:
+        """What ``stat`` shows: owners and modes after uid=, gid= and umask=; the mounting user by default."""
+        return Presentation(self.uid, self.gid, self.umask or 0, os.getuid(), os.getgid())
 
 
 def parse_size(text: str) -> int:
@@ -89,8 +96,8 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
     elif key == "cache_size":
         opts.cache_size = parse_size(value)
     elif key == "namespace":
-        if value not in ("auto", *NAMESPACES, "hfsplus"):
-            raise OptionError(f"namespace={value}: expected one of auto, {', '.join(NAMESPACES)}, hfsplus")
+        if value not in ("auto", *NAMESPACES):
+            raise OptionError(f"namespace={value}: expected one of auto, {', '.join(NAMESPACES)}")
         opts.namespace = value
     elif key == "logfile":
         opts.logfile = value

@@ -4,13 +4,42 @@ Detection is by content, never by file name. A format has one or more magic byte
 is enough; a negative offset counts from the end of the stream) and may add a probe for a closer
 look. Formats imgfs recognises but does not read yet are listed too, so that the user is told what
 the image is rather than that it is nothing.
+
+Three tables:
+
+* ``FORMATS``: what a stream holds. ``kind`` says where detection looks for a format: "container" (it
+  wraps a disk), "volumes" (a partition map), "filesystem" (what a partition or a session holds; an
+  APFS container is one too, though it opens into several volumes), "wrapper" (a compressed file,
+  refused with a hint). Each opener is called as ``opener(stream, ctx)`` (``imgfs.layer``).
+* ``SOURCES``: what a path names before any byte is read: a folder (a sparse bundle), a set of files
+  (split segments), or one file. The first whose ``claims(path)`` is true opens it.
+* ``SHEETS``: finders of the sheet that describes a data file (``Game.bin`` described by ``Game.cue``
+  beside it): mounting the data file mounts what the sheet describes.
+
+Detection order (the first match wins), where the table's order is a rule rather than a habit:
+
+1. Containers whose signature is exact come first: the bytes they wrap can match a format below (a
+   sparse image of a GPT disk ends with the disk's backup GPT header; a DMG's data may hold "CD001").
+2. Optical containers before filesystems: an NRG or a raw 2352-byte sector dump holds "CD001" where an
+   ISO has it, shifted or not, and only the container knows which sectors are data.
+3. ISO 9660 and UDF before partition maps: a hybrid disc has an Apple partition map or an MBR in its
+   first 32 KiB (``namespace=`` picks the other side).
+4. GPT before MBR: a GPT disk starts with a protective MBR.
+5. Filesystems that start with a boot sector (exFAT, FAT) before MBR: their boot sector ends in 55 AA as
+   an MBR does; FAT's probe checks its BPB, MBR's its partition entries.
+6. HFS+ before classic HFS: an HFS+ volume in an HFS wrapper starts with the wrapper's "BD" signature.
+
+``-o namespace=NAME`` asks for one of a volume's trees: detection then skips formats that offer other
+namespaces but not NAME (``namespace=hfsplus`` skips the ISO 9660 side of a hybrid disc and finds its
+Apple partition map), and an image without that side is refused in one line.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from imgfs.errors import UnsupportedFormat
 from imgfs.io.stream import Stream
@@ -29,7 +58,12 @@ class Magic:
 
     def __str__(self) -> str:
         where = f"byte {self.offset}" if self.offset >= 0 else f"{-self.offset} bytes before the end"
-        return f"{self.value.decode('latin-1')!r} at {where}"
+        return f"{printable(self.value)} at {where}"
+
+
+def printable(value: bytes) -> str:
+    """Magic bytes as a reader can see them: ASCII as is, anything else as \\xNN."""
+    return "'" + "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in value) + "'"
 
 
 @dataclass(frozen=True)
@@ -41,6 +75,7 @@ class Format:
     opener: Optional[str] = None  # "module:function" that opens it; None: recognised, not read yet
     probe: Optional[Callable[[Stream], bool]] = None
     hint: str = ""  # what to tell the user when it cannot be read
+    namespaces: tuple[str, ...] = ()  # the trees -o namespace= can pick on such a volume, richest first
 
     def matches(self, stream: Stream) -> bool:
         """Any one magic (a format with none is found by its probe alone), then the probe."""
@@ -84,9 +119,9 @@ def _is_mdb(stream: Stream) -> bool:
     return blocks > 0 and block_size > 0 and block_size % 512 == 0
 
 
+DISC_NAMESPACES = ("rockridge", "udf", "joliet", "iso1999", "iso9660")  # richest first
+
 FORMATS: tuple[Format, ...] = (
-    # First: their signatures are exact, and the bytes they wrap can match the formats below (a sparse
-    # image of a GPT disk may end with the disk's backup GPT header).
     Format("encrcdsa", "encrypted Apple disk image (encrcdsa v2)", "container", (Magic(0, b"encrcdsa"),),
            opener="imgfs.containers.dmg.encrypted:open_encrypted"),
     Format("cdsaencr", "encrypted Apple disk image (cdsaencr v1)", "container", (Magic(-8, b"cdsaencr"),),
@@ -95,7 +130,6 @@ FORMATS: tuple[Format, ...] = (
            opener="imgfs.containers.sparse:open_sparseimage"),
     Format("udif", "Apple disk image (UDIF .dmg)", "container", (Magic(-512, b"koly"), Magic(0, b"koly")),
            opener="imgfs.containers.dmg:open_udif", probe=_probe("imgfs.containers.dmg")),
-    # Containers first: an NRG or a raw sector dump may also hold "CD001" where an ISO has it.
     Format("nrg", "Nero image (.nrg)", "container", (Magic(-12, b"NER5"), Magic(-8, b"NERO")),
            opener="imgfs.containers.optical.nrg:open_nrg", probe=_probe("imgfs.containers.optical.nrg")),
     Format("mds", "Alcohol 120% media descriptor (.mds/.mdf)", "container", (Magic(0, b"MEDIA DESCRIPTOR"),),
@@ -106,26 +140,27 @@ FORMATS: tuple[Format, ...] = (
            probe=_probe("imgfs.containers.optical.cue")),
     Format("raw-sectors", "raw CD sectors (2352/2448 bytes) without a sheet", "container", (Magic(0, SYNC),),
            opener="imgfs.containers.optical.raw:open_raw_sectors", probe=_probe("imgfs.containers.optical.raw")),
-    Format("iso9660", "ISO 9660 filesystem (Joliet, Rock Ridge)", "filesystem", (Magic(32769, b"CD001"),),
-           opener="imgfs.filesystems.optical:open_disc_filesystem"),
+    Format("iso9660", "ISO 9660 filesystem", "filesystem", (Magic(32769, b"CD001"),),
+           opener="imgfs.filesystems.optical:open_disc_filesystem", namespaces=DISC_NAMESPACES),
     Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
-           opener="imgfs.filesystems.optical:open_disc_filesystem"),
+           opener="imgfs.filesystems.optical:open_disc_filesystem", namespaces=DISC_NAMESPACES),
     Format("gpt", "GPT partition table", "volumes",
            (Magic(512, b"EFI PART"), Magic(4096, b"EFI PART"), Magic(-512, b"EFI PART"), Magic(-4096, b"EFI PART"),
-            Magic(0, b"EFI PART")), opener="imgfs.volumes.gpt:read_gpt"),
+            Magic(0, b"EFI PART")), opener="imgfs.volumes.gpt:open_gpt"),
     Format("apm", "Apple partition map", "volumes", (Magic(0, b"ER"), Magic(512, b"PM")),
-           opener="imgfs.volumes.apm:read_apm", probe=_probe("imgfs.volumes.apm")),
+           opener="imgfs.volumes.apm:open_apm", probe=_probe("imgfs.volumes.apm")),
     Format("exfat", "exFAT filesystem", "filesystem", (Magic(3, b"EXFAT   "),),
            opener="imgfs.filesystems.exfat:ExfatFilesystem"),
     Format("fat", "FAT12/16/32 filesystem", "filesystem", (Magic(510, b"\x55\xaa"),),
            opener="imgfs.filesystems.fat:FatFilesystem", probe=_probe("imgfs.filesystems.fat")),
     Format("mbr", "MBR partition table", "volumes", (Magic(510, b"\x55\xaa"),),
-           opener="imgfs.volumes.mbr:read_mbr", probe=_probe("imgfs.volumes.mbr")),
+           opener="imgfs.volumes.mbr:open_mbr", probe=_probe("imgfs.volumes.mbr")),
     Format("ext", "ext2/3/4 filesystem", "filesystem", (Magic(1080, b"\x53\xef"),),
            opener="imgfs.filesystems.ext:ExtFilesystem", probe=_probe("imgfs.filesystems.ext")),
     Format("hfs+", "HFS+ filesystem", "filesystem",
            (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05"), Magic(1024, b"BD")),
-           opener="imgfs.filesystems.hfsplus:HfsPlusFilesystem", probe=_probe("imgfs.filesystems.hfsplus")),
+           opener="imgfs.filesystems.hfsplus:HfsPlusFilesystem", probe=_probe("imgfs.filesystems.hfsplus"),
+           namespaces=("hfsplus",)),
     Format("hfs", "classic HFS (Mac OS Standard) filesystem", "filesystem", (Magic(1024, b"BD"),), probe=_is_mdb,
            hint="classic HFS is not supported (only HFS+ and HFSX, also inside an HFS wrapper)"),
     Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
@@ -137,18 +172,68 @@ FORMATS: tuple[Format, ...] = (
     Format("compress", "compress(1) .Z file", "wrapper", (Magic(0, b"\x1f\x9d"),),
            hint="decompress it first (uncompress)"),
 )
+KINDS = ("container", "volumes", "filesystem", "wrapper")
+NAMESPACES: tuple[str, ...] = tuple(dict.fromkeys(ns for fmt in FORMATS for ns in fmt.namespaces))
 
 
-def detect(stream: Stream, kinds: tuple[str, ...] = ("filesystem", "volumes", "container", "wrapper"),
-           skip: tuple[str, ...] = ()) -> Format:
-    """The first registered format of ``kinds``, not named in ``skip``, that the stream matches; the error
-    lists what was tried."""
+@dataclass(frozen=True)
+class Source:
+    """What a path names, before any byte is read: ``claims(path)`` says whether it is this; ``opener(path,
+    ctx)`` returns the first stream (a ``Layer`` too, that describes the files it opened)."""
+
+    name: str
+    description: str
+    claims: str  # "module:function"
+    opener: str  # "module:function"
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("sparsebundle", "Apple sparse bundle (a folder of bands)", "imgfs.containers.sparse:is_sparsebundle",
+           "imgfs.containers.sparse:open_sparsebundle"),
+    Source("file", "image file (one file, or split segments .001, .002, ...)", "imgfs.containers.files:claims",
+           "imgfs.containers.files:open_files"),  # last: it takes any path
+)
+SHEETS: tuple[str, ...] = ("imgfs.containers.optical.sheets:sheet_for",)  # "module:function(path) -> sheet or None"
+
+
+def open_source(path: str, ctx: Any) -> tuple[Source, Stream]:
+    """The source that claims ``path``, and the first stream it opens."""
+    for source in SOURCES:
+        if load(source.claims)(path):
+            return source, load(source.opener)(path, ctx)
+    raise UnsupportedFormat(f"{path}: nothing here opens it")  # unreachable: the last source claims any path
+
+
+def find_sheet(path: str) -> Optional[str]:
+    """The sheet that describes the data file ``path``, when one beside it does."""
+    for finder in SHEETS:
+        sheet = load(finder)(path)
+        if sheet:
+            return str(sheet)
+    return None
+
+
+def detect(stream: Stream, kinds: Sequence[str] = KINDS, namespace: str = "auto") -> Format:
+    """The first registered format of ``kinds`` that the stream matches; the error lists what was tried.
+
+    With a ``namespace``, a format that offers namespaces but not that one is skipped (see the module's doc)."""
     if stream.size == 0:
         raise UnsupportedFormat(f"{stream.name} is empty (0 bytes)")
+    skipped: list[Format] = []
     for fmt in FORMATS:
-        if fmt.kind in kinds and fmt.name not in skip and fmt.matches(stream):
+        if fmt.kind not in kinds:
+            continue
+        if namespace != "auto" and fmt.namespaces and namespace not in fmt.namespaces:
+            if fmt.matches(stream):
+                skipped.append(fmt)
+            continue
+        if fmt.matches(stream):
             if fmt.opener is None:
                 raise UnsupportedFormat(f"{fmt.description} found: {fmt.hint}", layer=fmt.name)
             return fmt
+    if skipped:
+        offered = ", ".join(dict.fromkeys(ns for fmt in skipped for ns in fmt.namespaces))
+        raise UnsupportedFormat(f"{stream.name} has no {namespace} side: it holds {skipped[0].description} "
+                                f"(namespace= can be {offered})")
     tried = "; ".join(f"{f.name}: {f.why_not()}" for f in FORMATS if f.kind in kinds and f.kind != "wrapper")
     raise UnsupportedFormat(f"no known image format in {stream.name} ({stream.size} bytes); tried {tried}")

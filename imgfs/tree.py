@@ -1,123 +1,64 @@
-"""The mounted tree: nodes, the filesystem interface, and path look-up across volumes.
+"""The mounted tree: path look-up across the filesystems of one image, and what ``stat`` shows.
 
-A ``Node`` carries what ``stat`` shows; a ``Filesystem`` fills in a directory's children on first
-need and gives the bytes of a file as a ``Stream``. A ``Tree`` is one filesystem at the root, or a
-``VirtualFilesystem`` of folders (one per volume) with other filesystems mounted in them. Nothing here
-knows about FUSE.
+A ``Tree`` has one filesystem at its root: a volume's own, or a ``VirtualFilesystem`` of folders made
+by the assembler (one per volume) with other filesystems mounted in them. Any directory can also have
+entries grafted into it from elsewhere (the ``Track NN.wav`` files beside a mixed-mode disc's data, the
+``.imgfs`` folder of raw views). Nothing here knows about FUSE or about any format.
+
+This is the one place where the user's presentation options apply (``Presentation``): ``uid=``, ``gid=``
+and ``umask=``, the owner of entries whose format records none, and inode numbers that never collide
+between the volumes of one image (each filesystem gets its own range above 2**48).
 """
 
 from __future__ import annotations
 
-import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import NamedTuple, Optional
 
+from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, MAX_INO, Filesystem, Node
 from imgfs.io.stream import Stream
 
-DEFAULT_FILE_MODE = stat.S_IFREG | 0o444
-DEFAULT_DIR_MODE = stat.S_IFDIR | 0o555
-VOLUME_INO_SHIFT = 48  # inode numbers of volume N are N << 48 plus the volume's own number
+VOLUME_INO_SHIFT = 48  # a filesystem's inode numbers are its own plus its index << 48
 
 
 @dataclass(frozen=True)
-class FsOptions:
-    """What a filesystem reader is told when it opens a volume."""
+class Presentation:
+    """How entries are shown: the mount options that change what ``stat`` says."""
 
-    namespace: str = "auto"  # ISO 9660: which directory tree
-    uid: int = 0  # owner of entries the filesystem gives no owner
-    gid: int = 0
-    ino_base: int = 0  # added to every inode number, so that volumes of one disk never collide
-    start_sector: int = 0  # optical discs: the session's first 2048-byte sector (VDs at +16, UDF anchor at +256)
-
-
-class Node:
-    __slots__ = ("name", "mode", "size", "ino", "nlink", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns",
-                 "rdev", "target", "children", "handle")
-
-    def __init__(self, name: str, mode: int, size: int = 0, ino: int = 0, nlink: int = 1,
-                 uid: int = 0, gid: int = 0, mtime_ns: int = 0, atime_ns: Optional[int] = None,
-                 ctime_ns: Optional[int] = None, rdev: int = 0, target: Optional[bytes] = None,
-                 handle: Any = None) -> None:
-        self.name = name
-        self.mode = mode
-        self.size = size
-        self.ino = ino
-        self.nlink = nlink
-        self.uid = uid
-        self.gid = gid
-        self.mtime_ns = mtime_ns
-        self.atime_ns = mtime_ns if atime_ns is None else atime_ns
-        self.ctime_ns = mtime_ns if ctime_ns is None else ctime_ns
-        self.rdev = rdev
-        self.target = target  # symlink target, byte for byte
-        self.children: Optional[dict[str, Node]] = None  # filled by the filesystem on first need
-        self.handle = handle  # the filesystem's own: extents, a directory's location, ...
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_file(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
-    @property
-    def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
-
-    def __repr__(self) -> str:
-        return f"Node({self.name!r}, {stat.filemode(self.mode)}, size={self.size}, ino={self.ino})"
+    uid: Optional[int] = None  # uid=: every entry's owner
+    gid: Optional[int] = None
+    umask: int = 0  # umask=: permission bits removed from every mode
+    default_uid: int = 0  # the owner of entries whose format records none: the mounting user
+    default_gid: int = 0
 
 
-class Filesystem:
-    """A mounted filesystem; subclasses implement ``_load_children`` and ``open``."""
+class Attributes(NamedTuple):
+    """What ``stat`` shows of a node, after the presentation options."""
 
-    kind = "filesystem"
-    has_xattrs = False  # a filesystem that can have extended attributes says so
-    label = ""
-    block_size = 2048
-    total_size = 0
-    root: Node
-
-    def __init__(self) -> None:
-        self._load_lock = threading.Lock()
-
-    def children(self, node: Node) -> dict[str, Node]:
-        kids = node.children
-        if kids is None:
-            with self._load_lock:  # one parse of a directory, even when threads race for it
-                kids = node.children
-                if kids is None:
-                    kids = self._load_children(node)
-                    node.children = kids
-        return kids
-
-    def _load_children(self, node: Node) -> dict[str, Node]:
-        raise NotImplementedError
-
-    def open(self, node: Node) -> Stream:
-        raise NotImplementedError
-
-    def xattrs(self, node: Node) -> dict[str, bytes]:
-        return {}
-
-    def describe(self) -> dict[str, Any]:
-        return {"filesystem": self.kind, "label": self.label}
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    rdev: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
 
 
 class VirtualFilesystem(Filesystem):
-    """Folders and files made up by imgfs: one folder per volume, raw views of partitions."""
+    """Folders and files made up by imgfs: one folder per volume, raw views, files beside a disc's data."""
 
     kind = "volumes"
 
-    def __init__(self, total_size: int, mtime_ns: int = 0, ino_base: int = 0) -> None:
+    def __init__(self, total_size: int = 0, mtime_ns: int = 0) -> None:
         super().__init__()
         self.empty_reason = ""  # why there is nothing to show, when that is so
         self.total_size = total_size
         self._mtime_ns = mtime_ns
-        self._next_ino = ino_base + 1
+        self._next_ino = 1
         self.root = self.make_dir()
 
     def _ino(self) -> int:
@@ -154,34 +95,49 @@ class VirtualFilesystem(Filesystem):
 
 
 class Tree:
-    """Path look-up over a top filesystem and the filesystems mounted in its folders.
+    """Path look-up over a root filesystem and the filesystems mounted or grafted below it.
 
     ``mount`` shows a filesystem as a folder of a virtual directory; ``graft`` adds a node of another
-    filesystem to any directory, even one of a real filesystem (the ``Track NN.wav`` files beside a
-    mixed-mode disc's data, the ``.imgfs`` folder of raw views). An entry of the directory itself wins
-    over a grafted one of the same name.
+    filesystem to any directory, even one of a real filesystem. An entry of the directory itself wins over
+    a grafted one of the same name.
     """
 
-    def __init__(self, fs: Filesystem) -> None:
-        self.fs = fs
-        self.root = fs.root
+    def __init__(self, root: Optional[Filesystem] = None, presentation: Presentation = Presentation()) -> None:
+        self.presentation = presentation
         self._mounts: dict[int, Filesystem] = {}  # id(node) -> the filesystem it belongs to, where it changes
         self._grafts: dict[int, dict[str, Node]] = {}  # id(directory) -> extra entries
+        self._bases: dict[int, int] = {}  # id(filesystem) -> what is added to its inode numbers
+        self.set_root(root or VirtualFilesystem())
+
+    # -- building ----------------------------------------------------------------------------------------
+
+    def set_root(self, fs: Filesystem) -> None:
+        self.fs: Filesystem = fs
+        self.root = fs.root
+        self._bases[id(fs)] = 0
+
+    def _adopt(self, fs: Filesystem) -> None:
+        if id(fs) not in self._bases:
+            self._bases[id(fs)] = len(self._bases) << VOLUME_INO_SHIFT  # the root has 0
 
     def mount(self, parent: Node, name: str, fs: Filesystem) -> None:
         """Show ``fs`` as the folder ``name`` of a virtual directory ``parent``."""
         assert parent.children is not None
         parent.children[name] = fs.root
         self._mounts[id(fs.root)] = fs
+        self._adopt(fs)
 
     def graft(self, parent: Node, name: str, node: Node, fs: Filesystem) -> None:
         """Show ``node`` of ``fs`` as ``name`` in the directory ``parent``."""
         self._grafts.setdefault(id(parent), {})[name] = node
         self._mounts[id(node)] = fs
+        self._adopt(fs)
 
     @property
     def filesystems(self) -> list[Filesystem]:
-        return [self.fs, *{id(fs): fs for fs in self._mounts.values()}.values()]
+        return [self.fs, *{id(fs): fs for fs in self._mounts.values() if fs is not self.fs}.values()]
+
+    # -- looking up ----------------------------------------------------------------------------------------
 
     def entries(self, node: Node, fs: Filesystem) -> dict[str, Node]:
         """The children of directory ``node`` of ``fs``, with what is grafted there."""
@@ -190,6 +146,15 @@ class Tree:
         if extra:
             kids = {**extra, **kids}
         return kids
+
+    def fs_of(self, node: Node, parent_fs: Filesystem) -> Filesystem:
+        """The filesystem of ``node``, an entry of a directory of ``parent_fs``."""
+        return self._mounts.get(id(node), parent_fs)
+
+    def listing(self, node: Node, fs: Filesystem) -> list[tuple[str, Node, Filesystem]]:
+        """(name, node, its filesystem) for every entry of directory ``node``."""
+        mounts = self._mounts
+        return [(name, child, mounts.get(id(child), fs)) for name, child in self.entries(node, fs).items()]
 
     def resolve(self, path: str) -> tuple[Node, Filesystem]:
         node, fs = self.root, self.fs
@@ -233,3 +198,17 @@ class Tree:
             if child.is_dir:
                 yield from self.walk(child_path)
 
+    # -- what stat shows ------------------------------------------------------------------------------
+
+    def attributes(self, node: Node, fs: Filesystem) -> Attributes:
+        """``node`` as ``stat`` shows it: the inode number in its filesystem's range, owners and mode after
+        ``uid=``, ``gid=`` and ``umask=``."""
+        shown = self.presentation
+        uid = shown.uid if shown.uid is not None else (node.uid if node.uid is not None else shown.default_uid)
+        gid = shown.gid if shown.gid is not None else (node.gid if node.gid is not None else shown.default_gid)
+        return Attributes((node.ino & MAX_INO) + self._bases.get(id(fs), 0), node.mode & ~shown.umask,
+                          node.nlink, uid, gid, node.size, node.rdev, node.atime_ns, node.mtime_ns, node.ctime_ns)
+
+    def stat_path(self, path: str) -> Attributes:
+        node, fs = self.resolve(path)
+        return self.attributes(node, fs)

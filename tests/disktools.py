@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -42,3 +43,20 @@ def write_mbr(disk: Path, entries: list[tuple[int, int, int]]) -> None:
     table = b"".join(bytes([0, 0, 0, 0, kind, 0, 0, 0]) + first.to_bytes(4, "little") + count.to_bytes(4, "little")
                      for kind, first, count in entries)
     put(disk, 446, table.ljust(64, b"\0") + b"\x55\xaa")
+
+
+def fat_image(path: Path, source: Path, size_mib: int, label: str) -> bytes:
+    blank(path, size_mib << 20)
+    subprocess.run(["mkfs.fat", "-F", "16" if size_mib < 64 else "32", "-n", label, str(path)], check=True,
+                   capture_output=True)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["mcopy", "-s", "-p", "-m", "-i", str(path), *map(str, sorted(source.iterdir())), "::/"],
+                   check=True, capture_output=True, env=env)
+    return path.read_bytes()
+
+
+def ext4_image(path: Path, source: Path, size_mib: int, label: str) -> bytes:
+    blank(path, size_mib << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(source), str(path)], check=True,
+                   capture_output=True)
+    return path.read_bytes()

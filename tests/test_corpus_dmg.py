@@ -43,10 +43,10 @@ from corpuslib import (
     snapshot,
 )
 
-from imgfs.containers import OpenContext
-from imgfs.containers.dmg import UdifImage, open_udif, verify
+from imgfs.containers.dmg import UdifImage, encrypted, open_udif, verify
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import FileStream, Stream
+from imgfs.layer import OpenContext
 from imgfs.registry import FORMATS, detect
 
 folder_or_skip("dmg")
@@ -65,14 +65,6 @@ def reads(fmt: str) -> bool:
     return any(f.name == fmt and f.opener for f in FORMATS)
 
 
-def encrypted_layer() -> Any:
-    try:
-        from imgfs.containers.dmg import encrypted
-    except ImportError:
-        pytest.skip("the encrypted-image layer (imgfs.containers.dmg.encrypted) is not there yet")
-    return encrypted
-
-
 def assert_detected_as_udif(image: CorpusImage) -> None:
     """An uncompressed DMG starts with the disk's own sectors (a raw MBR, GPT or HFS+ volume header): the
     registry must try UDIF before the formats that would claim them."""
@@ -85,7 +77,7 @@ def open_image(image: CorpusImage) -> UdifImage:
     ctx = OpenContext(path, BlockCache(32 << 20), passphrase=lambda: PASSPHRASE)
     stream: Stream = FileStream(path)
     if image.oracle.get("encrypted"):
-        stream = encrypted_layer().open_encrypted(stream, ctx)
+        stream = encrypted.open_encrypted(stream, ctx)
     return open_udif(stream, ctx)
 
 
@@ -183,8 +175,6 @@ def test_mounted_volume(image: CorpusImage, index: int, tmp_path: Path) -> None:
     """A volume imgfs reads is compared entry by entry; a partition it does not read is a raw ``N.img`` with
     the oracle's bytes; a whole-disk filesystem it does not read is refused in one line naming it."""
     assert_detected_as_udif(image)
-    if image.oracle.get("encrypted"):
-        encrypted_layer()
     volume = image.oracle["volumes"][index]
     number = partition_number(volume)
     if not is_read(volume) and not number:
@@ -211,8 +201,6 @@ def test_mounted_volume(image: CorpusImage, index: int, tmp_path: Path) -> None:
 @pytest.mark.parametrize("image", params(IMAGES))
 def test_info_shows_the_udif_layer(image: CorpusImage) -> None:
     assert_detected_as_udif(image)
-    if image.oracle.get("encrypted"):
-        encrypted_layer()
     layers = info_layers(image.source, env=ENV)
     udif = next(layer for layer in layers if layer["layer"] == "udif")
     assert udif["size"] == image.oracle["container_details"]["decoded_media"]["size"]

@@ -13,10 +13,12 @@ from pathlib import Path
 import pycdlib
 import pytest
 from isotools import pseudo_random, write_file, xorriso
+from streamio import StreamIO
 
 from imgfs.filesystems.iso9660 import IsoFilesystem
-from imgfs.io import BlockCache, FileStream, SliceStream, StreamIO
-from imgfs.tree import FsOptions, Tree
+from imgfs.io import BlockCache, FileStream, SliceStream
+from imgfs.layer import OpenContext
+from imgfs.tree import Tree
 
 PADDING = 12345  # bytes of other data before the ISO inside the carrier file
 
@@ -79,6 +81,6 @@ def test_both_readers_agree(carrier, namespace):
         expected = pycdlib_view(iso, namespace)
     finally:
         iso.close()
-    ours = imgfs_view(Tree(IsoFilesystem(image, BlockCache(1 << 20), FsOptions(namespace=namespace))))
+    ours = imgfs_view(Tree(IsoFilesystem(image, OpenContext("test", BlockCache(1 << 20), namespace=namespace))))
     assert ours == expected
     assert len(ours) == (6 if namespace == "rockridge" else 5)  # Joliet cannot hold the symlink

@@ -16,11 +16,11 @@ import pytest
 from conftest import run_imgfs
 from corpuslib import mounted, refusal_line
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical.cue import open_cue
 from imgfs.errors import CorruptImage, MissingFile
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import FileStream
+from imgfs.layer import OpenContext
 
 SYNC = b"\x00" + b"\xff" * 10 + b"\x00"
 

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pytest
 from conftest import compare_trees, read_errno, run_imgfs
-from disktools import blank, put, sfdisk
+from disktools import blank, ext4_image, fat_image, put, sfdisk
 from isotools import pseudo_random, write_file
 from udifwriter import CODECS, TYPES, write_udif
 
-from imgfs.containers import OpenContext
 from imgfs.codecs import adc
 from imgfs.containers.dmg import open_udif, verify
 from imgfs.containers.dmg.codecs import DecodeError, decode, lzfse_raw_size
-from imgfs.containers.dmg.readahead import ReadAhead
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
 from imgfs.io.cache import BlockCache
+from imgfs.io.readahead import ReadAhead
 from imgfs.io.stream import BytesStream, FileStream, Stream
+from imgfs.layer import OpenContext
 from imgfs.registry import detect
 
 MIB = 1 << 20
@@ -113,7 +113,7 @@ def test_holes_cost_nothing_and_raw_runs_are_not_cached(tmp_path):
     source += bytes(-len(source) % 512)
     dmg = write_udif(tmp_path / "x.dmg", source, codec=["raw", "zlib"], chunk_sectors=2048).path
     image = open_dmg(dmg)
-    cache = image._cache
+    cache = image.cache
     assert image.pread(0, 2 * MIB) == source[: 2 * MIB]  # zero runs
     assert (cache.misses, len(cache)) == (0, 0)
     assert image.pread(2 * MIB + 5, 1000) == source[2 * MIB + 5 : 2 * MIB + 1005]  # a raw run
@@ -285,7 +285,7 @@ def test_each_chunk_is_decoded_once_under_concurrent_reads(tmp_path):
     source = sample_disk(4 * MIB, seed=8)
     dmg = write_udif(tmp_path / "x.dmg", source, codec="bzip2", chunk_sectors=2048, zeros="data").path
     image = open_dmg(dmg)
-    image._read_ahead = None
+    image.read_ahead.worth = lambda _chunk: False  # no decoding ahead: every decode counted is a reader's
     barrier = threading.Barrier(6)
 
     def reader() -> None:
@@ -297,7 +297,7 @@ def test_each_chunk_is_decoded_once_under_concurrent_reads(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert image._cache.misses == 4
+    assert image.cache.misses == 4
 
 
 def test_sequential_reads_decode_ahead(tmp_path):
@@ -305,17 +305,17 @@ def test_sequential_reads_decode_ahead(tmp_path):
     dmg = write_udif(tmp_path / "x.dmg", source, codec="zlib", chunk_sectors=2048, zeros="data").path
     image = open_dmg(dmg)
     ahead = ReadAhead(workers=1, max_queued=2)
-    image._read_ahead = ahead
+    image.read_ahead.pool = ahead
     image.pread(0, 4096)
     image.pread(4096, 4096)  # sequential: chunks 1 and 2 are decoded in the background
     for _ in range(200):
-        if ahead.pending() == 0 and len(image._cache) >= 3:
+        if ahead.pending() == 0 and len(image.cache) >= 3:
             break
         threading.Event().wait(0.01)
-    assert len(image._cache) == 3
+    assert len(image.cache) == 3
     image.pread(7 * MIB, 10)  # a jump: nothing ahead of it
     threading.Event().wait(0.05)
-    assert ahead.pending() == 0 and len(image._cache) == 4
+    assert ahead.pending() == 0 and len(image.cache) == 4
 
 
 def test_read_ahead_survives_fork(tmp_path):
@@ -337,7 +337,7 @@ def test_read_ahead_survives_fork(tmp_path):
 
 MEMORY_SCRIPT = textwrap.dedent("""
     import sys
-    from imgfs.containers import OpenContext
+    from imgfs.layer import OpenContext
     from imgfs.containers.dmg import open_udif
     from imgfs.io.cache import BlockCache
     from imgfs.io.stream import FileStream
@@ -520,23 +520,6 @@ def assert_detected_as_udif(dmg: Path) -> None:
     """An uncompressed DMG starts with the disk's own sectors: the registry must try UDIF before the
     partition maps and filesystems that would claim them."""
     assert detect(FileStream(str(dmg))).name == "udif"
-
-
-def fat_image(path: Path, source: Path, size_mib: int, label: str) -> bytes:
-    blank(path, size_mib * MIB)
-    subprocess.run(["mkfs.fat", "-F", "16" if size_mib < 64 else "32", "-n", label, str(path)], check=True,
-                   capture_output=True)
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    subprocess.run(["mcopy", "-s", "-p", "-m", "-i", str(path), *map(str, sorted(source.iterdir())), "::/"],
-                   check=True, capture_output=True, env=env)
-    return path.read_bytes()
-
-
-def ext4_image(path: Path, source: Path, size_mib: int, label: str) -> bytes:
-    blank(path, size_mib * MIB)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(source), str(path)], check=True,
-                   capture_output=True)
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from imgfs.filesystems.exfat.directory import set_checksums
 from imgfs.filesystems.fat import dostime
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import BytesStream, FileStream, SliceStream
+from imgfs.layer import OpenContext
 from imgfs.tree import Tree
 
 MISSING = [tool for tool in ("mkfs.exfat", "mount.exfat-fuse", "cc") if shutil.which(tool) is None]
@@ -107,7 +108,7 @@ def populate(image: Path, source: Path, shim: Path) -> Path:
 
 
 def open_exfat(image: Path) -> ExfatFilesystem:
-    return ExfatFilesystem(FileStream(str(image)), BlockCache(8 << 20))
+    return ExfatFilesystem(FileStream(str(image)), OpenContext("test", BlockCache(8 << 20)))
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +404,7 @@ def test_corpus_gpt_dumps_hold_no_exfat_data():
     offset, size = oracle["partition_tables"][0]["crosscheck"]["own"][1]
     disk = FileStream(str(corpus))
     with pytest.raises(ImageError):
-        ExfatFilesystem(SliceStream(disk, offset, size), BlockCache(1 << 20))
+        ExfatFilesystem(SliceStream(disk, offset, size), OpenContext("test", BlockCache(1 << 20)))
 
 
 # -- speed ----------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from imgfs.filesystems.fat.directory import lfn_checksum
 from imgfs.filesystems.fat.table import FatTable
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import BytesStream, FileStream, SliceStream, Stream
-from imgfs.tree import FsOptions, Tree
+from imgfs.layer import OpenContext
+from imgfs.tree import Tree
 
 MTIME = 1_600_000_000  # even: FAT keeps times to 2 seconds
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C.UTF-8"}  # mtools reads names in the locale
@@ -115,8 +116,8 @@ def fat_image(request, tmp_path_factory, source_tree) -> tuple[str, Path]:
     return request.param, fill(image, source_tree)
 
 
-def open_fat(image: Path, **options) -> FatFilesystem:
-    return FatFilesystem(FileStream(str(image)), BlockCache(8 << 20), FsOptions(**options))
+def open_fat(image: Path) -> FatFilesystem:
+    return FatFilesystem(FileStream(str(image)), OpenContext(str(image), BlockCache(8 << 20)))
 
 
 # -- an independent reader of the structures the tests patch ---------------------------------------------
@@ -209,7 +210,9 @@ def test_info_names_the_type_label_and_serial(fat_image):
 def test_inode_numbers_are_stable_and_unique(fat_image):
     _, image = fat_image
     first = {path: node.ino for path, node in Tree(open_fat(image)).walk()}
-    second = {path: node.ino for path, node in Tree(open_fat(image, ino_base=1 << 48)).walk()}
+    tree, fs = Tree(), open_fat(image)  # the volume mounted in a folder: the tree gives it its own range
+    tree.mount(tree.root, "volume", fs)
+    second = {path.removeprefix("/volume"): tree.attributes(node, fs).ino for path, node in tree.walk("/volume")}
     assert len(set(first.values())) == len(first) and 0 not in first.values()
     assert all(second[path] == ino + (1 << 48) for path, ino in first.items())
 
@@ -571,7 +574,7 @@ def test_corpus_windows_fat12_partitions(dmg, tmp_path, mount):
     assert len(parts) == len(oracle["volumes"]) == 2
     for (offset, size), volume in zip(parts, oracle["volumes"]):
         stream: Stream = SliceStream(BytesStream(disk), offset, size)
-        fs = FatFilesystem(stream, BlockCache(1 << 20))
+        fs = FatFilesystem(stream, OpenContext("test", BlockCache(1 << 20)))
         assert (fs.fat_type, fs.label) == ("FAT12", volume["label"])
         serial = int(volume["volume_serial"])
         assert fs.describe()["serial"] == f"{serial >> 16:04X}-{serial & 0xFFFF:04X}"
@@ -590,7 +593,7 @@ def test_corpus_windows_fat12_partitions(dmg, tmp_path, mount):
 def test_corpus_partition_dumps_are_not_fat():
     for path in sorted((CORPUS / "raw").glob("node-*/*.bin")):
         with pytest.raises(ImageError):
-            FatFilesystem(BytesStream(path.read_bytes()), BlockCache(1 << 20))
+            FatFilesystem(BytesStream(path.read_bytes()), OpenContext("test", BlockCache(1 << 20)))
 
 
 # -- speed ----------------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ def operations(tmp_path_factory):
     write_file(base / "src" / "data.bin", pseudo_random(300_000, 60))
     write_file(base / "src" / "dir" / "inner.txt", b"inner\n", 0o640)
     (base / "src" / "link").symlink_to("dir/inner.txt")
-    image = open_image(str(xorriso(base / "ops.iso", base / "src")))
-    yield fuse_ops.ImgfsOperations(image, MountOptions(umask=0o022))
+    options = MountOptions(umask=0o022)
+    image = open_image(str(xorriso(base / "ops.iso", base / "src")), options)
+    yield fuse_ops.ImgfsOperations(image, options)
     image.close()
 
 
@@ -54,7 +55,7 @@ def test_packed_stat_equals_the_plain_one(operations):
 
 
 def test_listing_has_dot_entries_and_errors_map_to_errno(operations):
-    assert [name for name, _ in operations.listing("/")] == [".", "..", "data.bin", "dir", "link"]
+    assert [name for name, *_ in operations.listing("/")] == [".", "..", "data.bin", "dir", "link"]
     cases = {"/nope": errno.ENOENT, "/data.bin/x": errno.ENOTDIR}
     for path, code in cases.items():
         with pytest.raises(OSError) as caught:

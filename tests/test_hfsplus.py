@@ -46,13 +46,14 @@ from hfswriter import (
     lzvn_compress,
 )
 
-from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.codecs import lzvn
+from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.filesystems.hfsplus import HfsPlusFilesystem, probe
 from imgfs.filesystems.hfsplus.unicode import folded, shown, unit_string
 from imgfs.image import open_image
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import BytesStream
+from imgfs.layer import OpenContext
 from imgfs.registry import detect
 
 FINDER_INFO = "user.com.apple.FinderInfo"
@@ -263,7 +264,7 @@ def test_deep_catalog_keyed_lookups(caplog) -> None:
     for options in ({}, {"hfsx": True, "binary": True}):
         tree = rich_tree(case_sensitive=bool(options), many=1500)
         volume = build(tree, block_size=512, catalog_node_size=512, **options)
-        fs = HfsPlusFilesystem(BytesStream(volume.image, "deep"), BlockCache(1 << 24))
+        fs = HfsPlusFilesystem(BytesStream(volume.image, "deep"), OpenContext("test", BlockCache(1 << 24)))
         assert fs.catalog.header.depth >= 4
         with caplog.at_level(logging.WARNING):
             kids = fs.children(fs.children(fs.root)["many"])
@@ -524,7 +525,7 @@ def test_random_damage_never_crashes(tmp_path) -> None:
 
 def _walk_everything(image: bytes) -> None:
     try:
-        fs = HfsPlusFilesystem(BytesStream(image, "damaged"), BlockCache(1 << 22))
+        fs = HfsPlusFilesystem(BytesStream(image, "damaged"), OpenContext("test", BlockCache(1 << 22)))
     except ImageError:
         return
     pending = [fs.root]
@@ -612,7 +613,7 @@ def test_volume_opens_fast_and_lazily() -> None:
     volume = build(rich_tree(many=2000))
     cache = BlockCache(1 << 24)
     started = time.perf_counter()
-    fs = HfsPlusFilesystem(BytesStream(volume.image, "lazy"), cache)
+    fs = HfsPlusFilesystem(BytesStream(volume.image, "lazy"), OpenContext("test", cache))
     assert time.perf_counter() - started < 0.5
     assert fs.children(fs.root)["many"].children is None
     loaded = cache.stats()["entries"]
@@ -621,7 +622,8 @@ def test_volume_opens_fast_and_lazily() -> None:
 
 
 def test_times() -> None:
-    fs = HfsPlusFilesystem(BytesStream(build(Dir({"f": File(b"x", mtime=T0 + 3)})).image), BlockCache(1 << 20))
+    image = build(Dir({"f": File(b"x", mtime=T0 + 3)})).image
+    fs = HfsPlusFilesystem(BytesStream(image), OpenContext("test", BlockCache(1 << 20)))
     node = fs.children(fs.root)["f"]
     assert node.mtime_ns == (T0 + 3) * 10**9 == node.ctime_ns == node.atime_ns
     assert calendar.timegm(time.gmtime(node.mtime_ns // 10**9)) == T0 + 3
@@ -654,7 +656,7 @@ def test_unknown_compression_type_gives_an_error_on_read() -> None:
     """decmpfs type 5 (dataless) and unknown types: listed at their size, reading them is an ImageError (EIO)."""
     header = struct.pack("<4sIQ", b"fpmc", 5, 1234)
     volume = build(Dir({"dataless": File(decmpfs=(header + bytes(12), b"")), "ok": File(b"fine")}))
-    fs = HfsPlusFilesystem(BytesStream(volume.image), BlockCache(1 << 20))
+    fs = HfsPlusFilesystem(BytesStream(volume.image), OpenContext("test", BlockCache(1 << 20)))
     kids = fs.children(fs.root)
     assert kids["dataless"].size == 1234 and fs.xattrs(kids["dataless"]) == {}
     with pytest.raises(UnsupportedFormat, match="type 5"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
+from streamio import StreamIO
 
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io import (
@@ -27,7 +28,6 @@ from imgfs.io import (
     FileStream,
     SliceStream,
     Stream,
-    StreamIO,
 )
 
 DATA = random.Random(1234).randbytes(1000)

@@ -15,12 +15,12 @@ from typing import Optional
 import pytest
 from corpuslib import corpus_dir
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical import ccd, mds, nrg
 from imgfs.containers.optical.disc import AUDIO, MODE1, MODE2, SYNC, Disc
 from imgfs.errors import CorruptImage, ImageError, MissingFile, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import BytesStream, FileStream
+from imgfs.layer import OpenContext
 
 SUBHEADER = b"\x00\x00\x08\x00\x00\x00\x08\x00"
 
@@ -445,6 +445,13 @@ def test_mds_absurd_session_count(tmp_path: Path) -> None:
     assert "50 session blocks at byte 88 run past the end of the descriptor" in str(error)
 
 
+def parsed_mds(stream: FileStream, ctx: OpenContext) -> Disc:
+    """What ``mds.open_mds`` does before it checks the tracks against the data file."""
+    disc = mds.parse_mds(stream, ctx.path)
+    mds.attach_data(disc, ctx.path)
+    return disc
+
+
 def test_mds_other_bad_input(tmp_path: Path) -> None:
     v2 = mds_error(tmp_path, mds_descriptor(ONE_TRACK, ["*.mdf"], version=b"\x02\x00"))
     assert isinstance(v2, UnsupportedFormat)
@@ -463,7 +470,7 @@ def test_mds_other_bad_input(tmp_path: Path) -> None:
     long = bytearray(mds_descriptor(ONE_TRACK, ["*.mdf"]))
     struct.pack_into("<I", long, track_block + 52, 0)  # no file blocks: "*.mdf" is assumed
     struct.pack_into("<I", long, len(long) - 16 - 6 - 8 + 4, 5)  # the track's extra block: 5 sectors, not 4
-    disc = open_bytes(tmp_path, "bad.mds", bytes(long), mds.open_mds)
+    disc = open_bytes(tmp_path, "bad.mds", bytes(long), parsed_mds)  # the opener would check it at once
     assert disc.tracks[0].source is not None and disc.tracks[0].source.name.endswith("bad.mdf")
     with pytest.raises(CorruptImage, match="which holds only 4: the file is truncated"):
         disc.prepare()
@@ -630,7 +637,7 @@ def test_corpus_videocd_nrg_iso_files() -> None:
     volume = next(v for v in oracle(path)["volumes"] if v.get("filesystem") == "iso9660")
     disc = nrg.open_nrg(FileStream(str(path)), context(path))
     disc.prepare()
-    fs = IsoFilesystem(disc.user_stream(), BlockCache(64 << 20))
+    fs = IsoFilesystem(disc.user_stream(), OpenContext("test", BlockCache(64 << 20)))
     assert fs.label == volume["label"]
     found: dict[str, tuple] = {}
 

@@ -44,13 +44,18 @@ from imgfs.filesystems.udf.directory import file_name, iter_fids, symlink_target
 from imgfs.filesystems.udf.icb import IcbReader, parse_entry
 from imgfs.filesystems.udf.partitions import PartitionView
 from imgfs.io.cache import BlockCache
-from imgfs.io.stream import BytesStream, FileStream
-from imgfs.tree import FsOptions
+from imgfs.io.stream import BytesStream, FileStream, SessionView, Stream
+from imgfs.layer import OpenContext
 
 MTIME = 1_600_000_000
 TOOLS = ("mkudffs", "udfclient", "genisoimage")
 UDFCLIENT_TREE = {"a.txt": b"hello\n", "empty": b"", "dir/big.bin": pseudo_random(3 << 20, 1),
                   "dir/sub/deep.txt": b"deep\n", "dir/note.txt": b"note\n"}
+
+
+def session(disc: Stream, start_sector: int) -> Stream:
+    """The session of ``disc`` that starts at ``start_sector``, as the assembler gives it to a filesystem."""
+    return SessionView(disc, start_sector * 2048) if start_sector else disc
 
 
 def _missing_tools() -> list[str]:
@@ -541,7 +546,7 @@ def test_corpus_sessions_by_start_sector() -> None:
     if not image.is_file():
         pytest.skip("corpus image absent")
     data = subprocess.run(["xz", "-dc", str(image)], check=True, capture_output=True).stdout
-    labels = [UdfFilesystem(BytesStream(data), BlockCache(1 << 20), FsOptions(start_sector=start)).label
+    labels = [UdfFilesystem(session(BytesStream(data), start), OpenContext("test", BlockCache(1 << 20))).label
               for start in (0, 417, 834)]
     assert labels == ["first session", "second session", "third session"]
 
@@ -553,7 +558,7 @@ def test_built_second_session(tmp_path: Path) -> None:
     data = bytearray(second.build())
     data[: len(first)] = first
     for start, label, names in ((0, "ONE", ["a.txt", "dir"]), (1000, "TWO", ["two.txt"])):
-        fs = UdfFilesystem(BytesStream(bytes(data)), BlockCache(1 << 20), FsOptions(start_sector=start))
+        fs = UdfFilesystem(session(BytesStream(bytes(data)), start), OpenContext("test", BlockCache(1 << 20)))
         assert fs.label == label and sorted(fs.children(fs.root)) == names
 
 
@@ -652,13 +657,13 @@ def test_garbage_is_an_image_error(tmp_path: Path) -> None:
     data[34816:34823] = b"\0NSR02\1"
     for size in (len(data), 600_000, 40_000):
         with pytest.raises(ImageError) as caught:
-            UdfFilesystem(BytesStream(bytes(data[:size])), BlockCache(1 << 20))
+            UdfFilesystem(BytesStream(bytes(data[:size])), OpenContext("test", BlockCache(1 << 20)))
         assert caught.value.layer == "udf"
 
 
 def test_real_file_stream_matches_mount(images, built) -> None:
     """The reader without FUSE agrees with the tree byte for byte (what imgfs cat and ls use)."""
     image = built("physical-2048-short-efe", **BUILT["physical-2048-short-efe"])
-    fs = UdfFilesystem(FileStream(str(image)), BlockCache(1 << 20), FsOptions())
+    fs = UdfFilesystem(FileStream(str(image)), OpenContext("test", BlockCache(1 << 20)))
     big = fs.children(fs.children(fs.root)["dir"])["big.bin"]
     assert fs.open(big).pread(0, big.size) == (images["full"] / "dir" / "big.bin").read_bytes()

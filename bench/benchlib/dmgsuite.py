@@ -327,7 +327,7 @@ from imgfs.cli import _tune_malloc
 from imgfs.image import open_image
 from imgfs.containers.dmg import codecs
 from imgfs.containers.dmg.disk import UdifDisk
-from imgfs.containers.dmg.readahead import READ_AHEAD
+from imgfs.io.readahead import READ_AHEAD
 
 def quiet():  # opening the volume starts read-ahead jobs: let them end before anything is timed
     while READ_AHEAD.pending():

@@ -24,9 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional, Union
 
-from imgfs.containers import OpenContext
+from imgfs.containers.dmg.encrypted import open_encrypted_parts, read_v2_header
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.stream import Extent, ExtentStream, FileStream, Stream, read_exact
+from imgfs.layer import Layer, OpenContext
 
 SPARSE_MAGIC = b"sprs"
 SECTOR_SIZE = 512
@@ -43,7 +44,7 @@ _HEX_NAME = re.compile(r"^[0-9a-fA-F]{1,16}$")
 # -- .sparseimage -------------------------------------------------------------------------------------
 
 
-class SparseImage(ExtentStream):
+class SparseImage(ExtentStream, Layer):
     """The disk inside a .sparseimage; describe() says how it is stored."""
 
     def __init__(self, runs: list[tuple[Optional[int], int]], base: Stream, details: dict[str, Any]) -> None:
@@ -54,7 +55,7 @@ class SparseImage(ExtentStream):
         return {"layer": "sparseimage", **self._details}
 
 
-def open_sparseimage(stream: Stream, ctx: Optional[OpenContext] = None) -> SparseImage:
+def open_sparseimage(stream: Stream, ctx: OpenContext) -> SparseImage:
     """The disk inside a .sparseimage (``sprs`` at byte 0)."""
     layer = "sparseimage"
     magic, version, sectors_per_band, _flags, sectors_low, next_node, sectors = HEADER_NODE.unpack(
@@ -138,7 +139,7 @@ def is_sparsebundle(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "Info.plist")) and os.path.isdir(os.path.join(path, "bands"))
 
 
-class SparseBundleStream(Stream):
+class SparseBundleStream(Stream, Layer):
     """The bands of a sparse bundle as one disk; band files open on first touch, a few stay open."""
 
     def __init__(self, path: str, band_size: int, size: int, band_lengths: dict[int, int],
@@ -291,8 +292,6 @@ def open_sparsebundle(path: str, ctx: OpenContext) -> Stream:
 
 
 def _open_encrypted_bundle(token: str, bands: SparseBundleStream, ctx: OpenContext) -> Stream:
-    from imgfs.containers.dmg.encrypted import open_encrypted_parts, read_v2_header
-
     header_stream = FileStream(token)
     try:
         header = read_v2_header(header_stream)
@@ -300,4 +299,8 @@ def _open_encrypted_bundle(token: str, bands: SparseBundleStream, ctx: OpenConte
         header_stream.close()
     header.data_offset = 0  # the bands hold nothing but the encrypted blocks
     header.data_size = min(header.data_size, bands.size) if header.data_size else bands.size
-    return open_encrypted_parts(header, bands, ctx, details={"inside": bands.describe()})
+    try:
+        return open_encrypted_parts(header, bands, ctx, details={"inside": bands.describe()}, owns=bands)
+    except BaseException:
+        bands.close()
+        raise

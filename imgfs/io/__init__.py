@@ -2,7 +2,6 @@
 
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
-from imgfs.io.rawio import StreamIO
 from imgfs.io.stream import BytesStream, ConcatStream, Extent, ExtentStream, FileStream, SliceStream, Stream
 
 __all__ = [
@@ -15,5 +14,4 @@ __all__ = [
     "FileStream",
     "SliceStream",
     "Stream",
-    "StreamIO",
 ]

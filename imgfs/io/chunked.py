@@ -31,6 +31,14 @@ class ChunkedStream(Stream):
     def chunk_count(self) -> int:
         return len(self._starts)
 
+    def index(self, offset: int) -> int:
+        """The chunk that holds byte ``offset``."""
+        return bisect.bisect_right(self._starts, offset) - 1
+
+    def cached(self, i: int) -> bool:
+        """Whether chunk ``i`` is decoded and in the cache."""
+        return (self._key, i) in self._cache
+
     def _chunk_length(self, i: int) -> int:
         end = self._starts[i + 1] if i + 1 < len(self._starts) else self.size
         return end - self._starts[i]
@@ -52,7 +60,7 @@ class ChunkedStream(Stream):
         n = self._clamp(offset, length)
         if n == 0:
             return b""
-        i = bisect.bisect_right(self._starts, offset) - 1
+        i = self.index(offset)
         parts = []
         pos = offset
         while pos < offset + n:
@@ -63,3 +71,15 @@ class ChunkedStream(Stream):
             pos += len(piece)
             i += 1
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        n = self._clamp(offset, len(buf))
+        out = memoryview(buf)
+        i, done = self.index(offset), 0
+        while done < n:
+            inner = offset + done - self._starts[i]
+            data = memoryview(self.chunk(i))[inner : inner + n - done]
+            out[done : done + len(data)] = data
+            done += len(data)
+            i += 1
+        return n

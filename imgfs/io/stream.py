@@ -39,6 +39,26 @@ class Stream:
         buf[: len(data)] = data
         return len(data)
 
+    def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
+        """Fill ``bufs`` one after the other from ``offset``, as one read of their total length (a vectored
+        read: raw CD sectors scatter their user bytes and their headers into different buffers). A file
+        does it with one ``os.preadv``; the default reads once and copies."""
+        total = sum(len(b) for b in bufs)
+        data = memoryview(self.pread(offset, total))
+        done = 0
+        for buf in bufs:
+            take = min(len(buf), len(data) - done)
+            if take <= 0:
+                break
+            buf[:take] = data[done : done + take]
+            done += take
+        return done
+
+    def origin(self) -> tuple[Stream, int]:
+        """The stream whose offsets the structures inside this one use, and where this one starts in it: itself
+        at 0, but for a ``SessionView``."""
+        return self, 0
+
     def _clamp(self, offset: int, length: int) -> int:
         """How many bytes a read at ``offset`` of ``length`` may return."""
         if offset < 0 or length < 0:
@@ -103,6 +123,13 @@ class FileStream(Stream):
             done += got
         return done
 
+    def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
+        want = self._clamp(offset, sum(len(b) for b in bufs))
+        got = os.preadv(self._fd, bufs, offset) if want else 0
+        if got < want:  # a short preadv (rare): finish buffer by buffer
+            return got + super().readv(offset + got, _skip(bufs, got))
+        return got
+
 
 class BytesStream(Stream):
     """Bytes held in memory: decoded metadata, test data."""
@@ -143,6 +170,72 @@ class SliceStream(Stream):
             raise CorruptImage("data runs past the end of the image", layer=self.name,
                                offset=self.offset + offset + got)
         return got
+
+    def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
+        n = self._clamp(offset, sum(len(b) for b in bufs))
+        got = self.base.readv(self.offset + offset, _take(bufs, n))
+        if got < n:
+            raise CorruptImage("data runs past the end of the image", layer=self.name,
+                               offset=self.offset + offset + got)
+        return got
+
+
+class SessionView(SliceStream):
+    """A stream from ``offset`` to the end of ``base`` whose structures address all of ``base``: a later
+    session of a disc, whose directory records hold LBAs counted from the start of the disc. Detection
+    reads it from its start; a reader that knows (ISO 9660, UDF) asks ``origin()`` for the whole disc."""
+
+    def __init__(self, base: Stream, offset: int, name: Optional[str] = None) -> None:
+        super().__init__(base, offset, max(0, base.size - offset), name=name)
+
+    def origin(self) -> tuple[Stream, int]:
+        return self.base, self.offset
+
+
+class Unreadable(Stream):
+    """``size`` bytes that cannot be read: every read raises the ``CorruptImage`` given (the part of a run
+    that its image does not store, a file whose data cannot be decoded)."""
+
+    def __init__(self, size: int, error: CorruptImage, name: str = "unreadable") -> None:
+        self.size, self.error, self.name = size, error, name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if self._clamp(offset, length):
+            raise self.error
+        return b""
+
+
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def fill_zeros(target: memoryview) -> None:
+    """Zero ``target`` without making a ``bytes`` of its size (holes are often large)."""
+    for at in range(0, len(target), len(_ZEROS)):
+        piece = target[at : at + len(_ZEROS)]
+        piece[:] = _ZEROS[: len(piece)]
+
+
+def _take(bufs: Sequence[memoryview], n: int) -> list[memoryview]:
+    """The first ``n`` bytes of ``bufs``."""
+    out: list[memoryview] = []
+    for buf in bufs:
+        if n <= 0:
+            break
+        out.append(buf[:n] if len(buf) > n else buf)
+        n -= len(buf)
+    return out
+
+
+def _skip(bufs: Sequence[memoryview], n: int) -> list[memoryview]:
+    """``bufs`` without their first ``n`` bytes."""
+    out: list[memoryview] = []
+    for buf in bufs:
+        if n >= len(buf):
+            n -= len(buf)
+            continue
+        out.append(buf[n:])
+        n = 0
+    return out
 
 
 class Extent(NamedTuple):
@@ -209,13 +302,27 @@ class ExtentStream(Stream):
         buf = memoryview(buf)
         for pos, ext, inner, count in self._pieces(offset, n):
             if ext.source is None:
-                buf[pos : pos + count] = bytes(count)
+                fill_zeros(buf[pos : pos + count])
                 continue
             got = ext.source.readinto(ext.source_offset + inner, buf[pos : pos + count])
             if got < count:
                 raise CorruptImage("extent runs past the end of the image", layer=self.name,
                                    offset=ext.source_offset + inner + got)
         return n
+
+
+    def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
+        n = self._clamp(offset, sum(len(b) for b in bufs))
+        pieces = list(self._pieces(offset, n))
+        if len(pieces) == 1 and pieces[0][1].source is not None:  # within one extent: its source reads it
+            _, ext, inner, count = pieces[0]
+            assert ext.source is not None
+            got = ext.source.readv(ext.source_offset + inner, _take(bufs, n))
+            if got < count:
+                raise CorruptImage("extent runs past the end of the image", layer=self.name,
+                                   offset=ext.source_offset + inner + got)
+            return got
+        return super().readv(offset, bufs)
 
 
 class ConcatStream(ExtentStream):

@@ -1,16 +1,20 @@
-"""Partition maps: each turns a disk stream into a ``PartitionTable`` of byte ranges.
+"""Partition maps: each turns a disk stream into a ``PartitionTable`` of byte ranges, a volume set.
 
 A partition is a ``SliceStream`` of its disk. One that runs past the end of the image is clipped,
-with a warning, and is not refused.
+with a warning, and is not refused. Every partition with data is a volume, shown as a folder ``N LABEL``
+when it holds a filesystem imgfs reads, else as a raw file ``N.img``; the map's own entries and the
+partitions wholly outside the image are listed by ``imgfs info`` only.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from imgfs.io.stream import SliceStream, Stream
+from imgfs.layer import Volume, VolumeSet
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,12 @@ class Partition:
 
 
 @dataclass
-class PartitionTable:
+class PartitionTable(VolumeSet):
     scheme: str  # "mbr", "gpt", "apm"
     sector_size: int
     partitions: list[Partition]
     details: dict[str, Any] = field(default_factory=dict)
+    disk: Optional[Stream] = None  # the stream the map was read from
 
     def __post_init__(self) -> None:
         self._warn_overlaps()
@@ -67,3 +72,20 @@ class PartitionTable:
     def describe(self) -> dict[str, Any]:
         return {"layer": self.scheme, "sector_size": self.sector_size, **self.details,
                 "partitions": [p.describe() for p in self.partitions]}
+
+    def volumes(self) -> Sequence[Volume]:
+        assert self.disk is not None
+        return [Volume(str(p.number), p.stream(self.disk), label=p.name, raw=f"{p.number}.img",
+                       view=f"partitions/{p.number}.img", details={"partition": p.number})
+                for p in self.partitions if holds_data(p)]
+
+    def empty_reason(self) -> str:
+        size = self.disk.size if self.disk is not None else 0
+        return (f"{self.scheme}: no partition has data in this image ({size} bytes): the {len(self.partitions)} "
+                "listed lie beyond its end or are the map's own entries; a partition table without its "
+                "partitions (imgfs info lists them)")
+
+
+def holds_data(part: Partition) -> bool:
+    """A partition to show: one with bytes in the image that is not a map's own bookkeeping."""
+    return part.available > 0 and part.details.get("volume", True) and part.type_id != "0xee"

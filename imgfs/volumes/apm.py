@@ -9,6 +9,7 @@ import struct
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.io.stream import Stream
+from imgfs.layer import OpenContext
 from imgfs.volumes import Partition, PartitionTable
 
 MAX_ENTRIES = 256
@@ -58,4 +59,9 @@ def read_apm(stream: Stream) -> PartitionTable:
                           "volume": kind_text not in NOT_VOLUMES and not kind_text.startswith("Apple_Driver")})
         part.clip(stream.size, "apm")
         partitions.append(part)
-    return PartitionTable("apm", size, partitions, {"block_size": size})
+    return PartitionTable("apm", size, partitions, {"block_size": size, "unit": "block"}, disk=stream)
+
+
+def open_apm(stream: Stream, ctx: OpenContext) -> PartitionTable:
+    """The registry's opener."""
+    return read_apm(stream)

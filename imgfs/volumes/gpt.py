@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from imgfs.errors import CorruptImage
 from imgfs.io.stream import Stream
+from imgfs.layer import OpenContext
 from imgfs.volumes import Partition, PartitionTable
 from imgfs.volumes.types import gpt_type_name
 
@@ -141,4 +142,9 @@ def _table(stream: Stream, header: Header, entries: bytes, what: str) -> Partiti
     details = {"header": what, "disk_guid": header.disk_guid, "header_lba": header.my_lba,
                "backup_lba": header.alternate_lba, "first_usable": header.first_usable,
                "last_usable": header.last_usable}
-    return PartitionTable("gpt", header.sector_size, partitions, details)
+    return PartitionTable("gpt", header.sector_size, partitions, details, disk=stream)
+
+
+def open_gpt(stream: Stream, ctx: OpenContext) -> PartitionTable:
+    """The registry's opener."""
+    return read_gpt(stream)

@@ -7,6 +7,7 @@ import struct
 
 from imgfs.errors import UnsupportedFormat
 from imgfs.io.stream import Stream
+from imgfs.layer import OpenContext
 from imgfs.volumes import Partition, PartitionTable
 from imgfs.volumes.types import mbr_type_name
 
@@ -55,7 +56,7 @@ def read_mbr(stream: Stream) -> PartitionTable:
             partitions.extend(_logical_partitions(stream, first))
     disk_id = struct.unpack_from("<I", sector, 440)[0]
     return PartitionTable("mbr", SECTOR, sorted(partitions, key=lambda p: p.number),
-                          {"disk_id": f"{disk_id:08x}"})
+                          {"disk_id": f"{disk_id:08x}"}, disk=stream)
 
 
 def _partition(number: int, kind: int, first: int, count: int, status: int, disk_size: int) -> Partition:
@@ -88,3 +89,8 @@ def _logical_partitions(stream: Stream, extended_lba: int) -> list[Partition]:
             break
         ebr_lba = extended_lba + next_first  # a link of 0 points back at the first EBR: caught as a loop
     return found
+
+
+def open_mbr(stream: Stream, ctx: OpenContext) -> PartitionTable:
+    """The registry's opener."""
+    return read_mbr(stream)

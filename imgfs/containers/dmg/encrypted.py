@@ -26,11 +26,11 @@ from typing import Any, Optional
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from imgfs.containers import OpenContext
 from imgfs.errors import CorruptImage, EncryptedImage, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
 from imgfs.io.stream import Stream, read_exact
+from imgfs.layer import Layer, OpenContext
 
 try:  # cryptography >= 43 keeps 3DES among the "decrepit" ciphers
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -260,12 +260,13 @@ def unlock(header: EncryptionHeader, name: str, ctx: OpenContext) -> tuple[bytes
 # -- data ---------------------------------------------------------------------------------------------
 
 
-class DecryptedStream(ChunkedStream):
+class DecryptedStream(ChunkedStream, Layer):
     """The plaintext of an encrypted image: AES-CBC blocks, each with its HMAC-SHA1 IV."""
 
     def __init__(self, source: Stream, header: EncryptionHeader, keys: tuple[bytes, bytes], cache: BlockCache,
-                 name: str, details: Optional[dict[str, Any]] = None) -> None:
+                 name: str, details: Optional[dict[str, Any]] = None, owns: Optional[Layer] = None) -> None:
         self.source = source
+        self._owns = owns  # what this layer opened itself (an encrypted sparse bundle's bands)
         self.header = header
         self._aes_key, self._hmac_key = keys
         self._per_group = max(1, GROUP_SIZE // header.block_size)
@@ -293,9 +294,8 @@ class DecryptedStream(ChunkedStream):
         return hmac.digest(self._hmac_key, struct.pack(">I", block & 0xFFFFFFFF), "sha1")[:16]
 
     def close(self) -> None:
-        close = getattr(self.source, "close", None)  # a sparse bundle's band files; closing twice is harmless
-        if close:
-            close()
+        if self._owns is not None:
+            self._owns.close()
 
     def describe(self) -> dict[str, Any]:
         h = self.header
@@ -321,7 +321,7 @@ def open_encrypted(stream: Stream, ctx: OpenContext) -> DecryptedStream:
 
 
 def open_encrypted_parts(header: EncryptionHeader, data: Stream, ctx: OpenContext,
-                         details: Optional[dict[str, Any]] = None) -> DecryptedStream:
+                         details: Optional[dict[str, Any]] = None, owns: Optional[Layer] = None) -> DecryptedStream:
     """Decrypt ``data`` with a header read elsewhere (an encrypted sparse bundle keeps it in ``token``)."""
     keys = unlock(header, ctx.path, ctx)
-    return DecryptedStream(data, header, keys, ctx.cache, name=f"{ctx.path} (decrypted)", details=details)
+    return DecryptedStream(data, header, keys, ctx.cache, name=f"{ctx.path} (decrypted)", details=details, owns=owns)

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from imgfs.containers import OpenContext
 from imgfs.containers.dmg import resources
 from imgfs.containers.dmg.disk import Piece, UdifDisk
 from imgfs.containers.dmg.structs import (
@@ -34,9 +33,11 @@ from imgfs.containers.dmg.structs import (
     Koly,
     codec_name,
 )
+from imgfs.containers.dmg.verify import verify_image
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import Extent, ExtentStream, FileStream, SliceStream, Stream, read_exact
+from imgfs.layer import Layer, OpenContext, Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,10 @@ def _join(extents: list[tuple[int, Stream]], name: str) -> Stream:
 # -- the opened image -----------------------------------------------------------------------------------
 
 
-class UdifImage(UdifDisk):
+class UdifImage(UdifDisk, Layer):
     """The disk inside a UDIF image, with what ``imgfs info`` shows of it."""
+
+    checks = "CRC32 checksums of the data fork, each partition and the master checksum"
 
     def __init__(self, file: Stream, trailer: Trailer, tables: list[BlkxTable], metadata: str, data: Stream,
                  data_at: Optional[int], pieces: list[Piece], size: int, cache: BlockCache, name: str) -> None:
@@ -283,11 +286,9 @@ class UdifImage(UdifDisk):
         for part in self.segment_files:
             part.close()
 
-    def verify(self) -> list[str]:
+    def verify(self, progress: Progress = no_progress) -> list[str]:
         """Every checksum the image holds, checked: the problems found (see ``verify.py``)."""
-        from imgfs.containers.dmg.verify import verify_image
-
-        return verify_image(self)
+        return verify_image(self, progress)
 
 
 def _format_name(compressed: list[str], pieces: list[Piece]) -> str:
@@ -321,4 +322,16 @@ def open_udif(stream: Stream, ctx: OpenContext) -> UdifImage:
     image = UdifImage(stream, trailer, tables, metadata, data, data_at, pieces, size, ctx.cache,
                       name=f"{stream.name} (udif)")
     image.segment_files = opened
+    if ctx.verify:
+        _verify_before_mounting(image, ctx.progress)
     return image
+
+
+def _verify_before_mounting(image: UdifImage, progress: Progress) -> None:
+    """-o verify: every checksum is checked before the image is mounted; a mismatch refuses it."""
+    problems = image.verify(progress)
+    if problems:
+        image.close()
+        more = f" (and {len(problems) - 1} more: imgfs verify lists them)" if len(problems) > 1 else ""
+        raise CorruptImage(f"checksum mismatch: {problems[0]}{more}", layer=LAYER)
+    log.info("%s: every checksum matches", LAYER)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from imgfs.containers.dmg.structs import HOLES, IGNORE, LAYER, RAW, Checksum
 from imgfs.errors import ImageError
-from imgfs.io.stream import Stream
+from imgfs.layer import Progress, no_progress
 
 if TYPE_CHECKING:
     from imgfs.containers.dmg.udif import UdifImage
@@ -26,29 +26,13 @@ _STEP = 1 << 20
 _ZEROS = bytes(_STEP)
 
 
-def verify(stream: Stream) -> list[str]:
-    """The problems found in a UDIF image (an empty list when every checksum matches).
-
-    ``stream`` is what ``open_udif`` returned, or the image file itself as a stream."""
-    from imgfs.containers import OpenContext
-    from imgfs.containers.dmg.udif import UdifImage, open_udif
-    from imgfs.io.cache import BlockCache
-
-    if isinstance(stream, UdifImage):
-        return verify_image(stream)
-    try:
-        image = open_udif(stream, OpenContext(stream.name, BlockCache(0)))
-    except ImageError as exc:
-        return [str(exc)]
-    return verify_image(image)
-
-
-def verify_image(image: UdifImage) -> list[str]:
+def verify_image(image: UdifImage, progress: Progress = no_progress) -> list[str]:
     koly = image.trailer.koly
     problems = []
     if koly.segment_count <= 1:
         problems += _check("the data fork", koly.data_checksum, lambda: _data_fork_crc(image))
     for index, table in enumerate(image.tables):
+        progress("checking the partitions' checksums", index, len(image.tables))
         problems += _check(f"partition {table.name!r}", table.checksum, lambda i=index: _partition_crc(image, i))
     master = b"".join(t.checksum.digest() for t in image.tables)
     problems += _check("the master checksum", koly.master_checksum, lambda: zlib.crc32(master))

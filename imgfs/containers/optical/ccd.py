@@ -28,12 +28,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical.cdtext import apply_cdtext, control_flags
 from imgfs.containers.optical.disc import AUDIO, MODE1, MODE2, RAW, Disc, Track
 from imgfs.containers.optical.files import sibling
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.stream import FileStream, Stream, read_exact
+from imgfs.layer import OpenContext
 
 LAYER = "ccd"
 MAX_CCD_SIZE = 1 << 20  # a control file of 99 tracks is a few KiB
@@ -147,7 +147,7 @@ def _tracks_info(sections: list[Section]) -> dict[int, Section]:
 def open_ccd(stream: Stream, ctx: OpenContext) -> Disc:
     disc = parse_ccd(stream, ctx.path)
     attach_image(disc, ctx.path)
-    return disc
+    return disc.opened(ctx.verify)
 
 
 def parse_ccd(stream: Stream, name: str = "") -> Disc:

@@ -20,13 +20,13 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical.disc import AUDIO, LATER_SESSION_GAP, MODE1, MODE2, SESSION_GAP, Disc, Track
 from imgfs.containers.optical.files import resolve
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
 from imgfs.io.stream import FileStream, SliceStream, Stream
+from imgfs.layer import OpenContext
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,14 @@ def probe(stream: Stream) -> bool:
         return False
     words = {line.split(None, 1)[0].upper() for line in text.splitlines() if line.strip()}
     return "FILE" in words and "TRACK" in words
+
+
+def data_files(path: str) -> list[str]:
+    """The names the FILE lines of the sheet at ``path`` give, as written (``ImageError`` when it is none)."""
+    if os.path.getsize(path) > MAX_SHEET:
+        return []
+    with open(path, "rb") as handle:
+        return [entry.name for entry in parse(_decode(handle.read()), path).files]
 
 
 def _decode(raw: bytes) -> str:
@@ -184,14 +192,14 @@ def _split(line: str) -> list[str]:
     return words
 
 
-def _int(text: str, bad) -> int:  # type: ignore[no-untyped-def]
+def _int(text: str, bad: Callable[[str], Exception]) -> int:
     try:
         return int(text)
     except ValueError:
         raise bad("not a number") from None
 
 
-def _frames(text: str, bad) -> int:  # type: ignore[no-untyped-def]
+def _frames(text: str, bad: Callable[[str], Exception]) -> int:
     match = _MSF.match(text)
     if not match:
         raise bad("expected a time as mm:ss:ff")
@@ -217,7 +225,7 @@ def open_cue(stream: Stream, ctx: OpenContext) -> Disc:
     except BaseException:
         disc.close()
         raise
-    return disc
+    return disc.opened(ctx.verify)
 
 
 def _open_file(sheet_path: str, entry: _File) -> tuple[Stream, bool]:

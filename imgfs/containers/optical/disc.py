@@ -8,6 +8,10 @@ the LBA of the first stored sector (INDEX 00 when the pregap is stored, else IND
 ``file_offset`` in ``source``, ``sector_size`` bytes per sector, ``file_sectors`` of them. Sectors of a
 track that are not stored (a ``PREGAP``, a TAO gap, the gap between sessions) read as zeros.
 
+A disc is a volume set (``imgfs.layer``): its sessions are the volumes, the last one with a filesystem
+shown at the root (earlier ones among the raw views), its audio tracks are ``Track NN.wav`` files beside
+it, and a disc with no readable session shows its data tracks as ``Track NN.iso`` files instead.
+
 Two views come out of a disc:
 
 * ``user_stream()``: the 2048 user bytes of every sector of the whole disc at ``LBA * 2048``, data
@@ -19,14 +23,16 @@ Two views come out of a disc:
 
 from __future__ import annotations
 
-import operator
-import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from imgfs.containers.optical.edc import check_sector
 from imgfs.errors import CorruptImage
-from imgfs.io.stream import BytesStream, ConcatStream, Extent, ExtentStream, SliceStream, Stream
+from imgfs.io.sectors import SectorStream, SwappedStream
+from imgfs.io.stream import BytesStream, ConcatStream, Extent, ExtentStream, SessionView, SliceStream, Stream
+from imgfs.layer import Progress, View, Volume, VolumeSet, no_progress
 
 SYNC = b"\x00" + b"\xff" * 10 + b"\x00"
 RAW = 2352  # a whole CD sector: sync, header, user data, EDC/ECC (or 2352 bytes of audio)
@@ -89,7 +95,7 @@ class Track:
 
 
 @dataclass
-class Disc:
+class Disc(VolumeSet):
     format: str  # "cue", "nrg", "mds", "ccd", "raw"
     tracks: list[Track]  # in disc order
     name: str = ""  # the sidecar or image file
@@ -98,6 +104,12 @@ class Disc:
     notes: list[str] = field(default_factory=list)  # what the sheet held that imgfs does not use
     details: dict[str, Any] = field(default_factory=dict)  # format-specific, for ``imgfs info``
     files: list[Stream] = field(default_factory=list)  # every data file opened, to close
+    verify_reads: bool = False  # -o verify: check the EDC/ECC of every raw data sector read
+    _user: Optional[Stream] = field(default=None, init=False, repr=False)
+
+    choose_one = True  # the sessions, last first: the first that holds a filesystem is shown
+    others = "sessions"
+    checks = "EDC/ECC of the raw data sectors"
 
     @property
     def sessions(self) -> list[int]:
@@ -115,6 +127,16 @@ class Disc:
             close = getattr(stream, "close", None)
             if close:
                 close()
+
+    def opened(self, verify: bool = False) -> Disc:
+        """The disc, checked against its data files: what an opener returns (it closes the files on failure)."""
+        try:
+            self.prepare()
+        except BaseException:
+            self.close()
+            raise
+        self.verify_reads = verify
+        return self
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"layer": self.format, "file": self.name, "sessions": len(self.sessions),
@@ -145,7 +167,7 @@ class Disc:
             if not track.is_audio and track.user_offset is None:
                 track.user_offset = detect_user_offset(track)
 
-    def user_stream(self, verify: bool = False) -> Stream:
+    def user_stream(self) -> Stream:
         """The 2048-byte user data of every sector of the disc, at ``LBA * 2048``."""
         extents: list[Extent] = []
         pos = 0  # in sectors
@@ -161,7 +183,8 @@ class Disc:
                 continue
             raw = track.sector_size in (RAW, RAW + SUBCHANNEL)
             view = SectorStream(track.source, track.file_offset + skip * track.sector_size, count,
-                                track.sector_size, track.user_offset or 0, verify=verify and raw,
+                                track.sector_size, track.user_offset or 0,
+                                check=check_sector if self.verify_reads and raw else None,
                                 first_lba=first, name=f"track {track.number}")
             extents.append(Extent(view.size, view, 0))
             pos = first + count
@@ -169,17 +192,18 @@ class Disc:
             extents.append(Extent((self.leadout - pos) * USER, None))
         return ExtentStream(extents, name=f"{self.name} (user data)")
 
-    def verify(self) -> list[str]:
+    def verify(self, progress: Progress = no_progress) -> list[str]:
         """Every raw data sector whose EDC/ECC does not match (``imgfs verify``), one line each."""
         problems = []
         for track in self.tracks:
             if track.is_audio or track.source is None or track.sector_size not in (RAW, RAW + SUBCHANNEL):
                 continue
             view = SectorStream(track.source, track.file_offset, track.file_sectors, track.sector_size,
-                                track.user_offset or 0, verify=True, first_lba=track.file_lba,
+                                track.user_offset or 0, check=check_sector, first_lba=track.file_lba,
                                 name=f"track {track.number}")
             step = 256 * USER
             for offset in range(0, view.size, step):
+                progress(f"checking track {track.number}", offset, view.size)
                 try:
                     view.pread(offset, step)
                 except CorruptImage:  # find which sectors, one by one
@@ -225,6 +249,52 @@ class Disc:
         header = BytesStream(wav_header(pcm.size), "RIFF header")
         return ConcatStream([header, pcm], name=f"Track {track.number:02d}.wav")
 
+    def track_iso(self, track: Track) -> Stream:
+        """A data track's user bytes from its INDEX 01 to the end of what is stored (what bchunk writes)."""
+        first = max(track.start, track.file_lba)
+        count = max(0, track.file_lba + track.file_sectors - first)
+        return SliceStream(self.user, first * USER, count * USER, name=f"track {track.number}")
+
+    # -- as a volume set -----------------------------------------------------------------------------
+
+    @property
+    def user(self) -> Stream:
+        """The user data stream, made once."""
+        if self._user is None:
+            self._user = self.user_stream()
+        return self._user
+
+    def _data_tracks(self) -> list[Track]:
+        return [t for t in self.tracks if not t.is_audio and t.file_sectors > 0]
+
+    def volumes(self) -> Sequence[Volume]:
+        """One per session with data, last first; a later session's filesystem addresses the whole disc."""
+        found = []
+        for session in reversed(self.sessions):
+            data = [t for t in self._data_tracks() if t.session == session]
+            if data:
+                start = data[0].start
+                stream = SessionView(self.user, start * USER, name=self.user.name) if start else self.user
+                found.append(Volume(f"Session {session}", stream, details={"session": session, "start": start}))
+        return found
+
+    def extras(self) -> Sequence[tuple[str, Stream]]:
+        return [(f"Track {t.number:02d}.wav", self.wav_stream(t)) for t in self.tracks if t.is_audio]
+
+    def fallback(self) -> Sequence[tuple[str, Stream]]:
+        return [(f"Track {t.number:02d}.iso", self.track_iso(t)) for t in self._data_tracks()]
+
+    def views(self) -> Sequence[View]:
+        found = [View("disc.iso", self.user)]
+        for track in self.tracks:
+            if not track.is_audio and track.file_sectors > 0:
+                found.append(View(f"tracks/Track {track.number:02d}.iso", self.track_iso(track)))
+            found.append(View(f"tracks/Track {track.number:02d}.bin", self.raw_stream(track)))
+        return found
+
+    def empty_reason(self) -> str:
+        return f"{self.format}: no track of {self.name} holds data or audio imgfs can show"
+
 
 def wav_header(pcm_size: int) -> bytes:
     """RIFF/WAVE header for 44.1 kHz, 16-bit, stereo PCM of ``pcm_size`` bytes."""
@@ -254,137 +324,3 @@ def detect_user_offset(track: Track) -> int:
             if head[15] == 2:
                 return 24 if head[16:20] == head[20:24] else 16
     return 16 if mode == MODE1 else 24
-
-
-class SectorStream(Stream):
-    """``count`` stored sectors of ``sector_size`` bytes, seen as ``user_size`` bytes each from ``user_offset``.
-
-    One ``pread`` of the raw sectors a request covers, then memoryview slices: never one call per
-    sector. With ``verify``, raw data sectors have their EDC and ECC checked (``imgfs.containers.optical.edc``),
-    each sector once.
-    """
-
-    def __init__(self, base: Stream, offset: int, count: int, sector_size: int, user_offset: int,
-                 user_size: int = USER, verify: bool = False, first_lba: int = 0, name: str = "sectors") -> None:
-        if user_offset + user_size > sector_size:
-            user_size = sector_size - user_offset  # 2324-byte Form 2 storage seen through the 2048 view
-        self.base, self.offset, self.count = base, offset, count
-        self.sector_size, self.user_offset, self.user_size = sector_size, user_offset, user_size
-        self.size = count * USER if user_size < USER else count * user_size
-        self._stride = USER if user_size < USER else user_size
-        self.verify, self.first_lba, self.name = verify, first_lba, name
-        self._verified = bytearray((count + 7) // 8 if verify else 0)  # one bit per sector checked
-
-    def _raw(self, first: int, last: int) -> bytes:
-        want = (last - first) * self.sector_size
-        raw = self.base.pread(self.offset + first * self.sector_size, want)
-        if len(raw) < want:
-            where = self.offset + first * self.sector_size + len(raw)
-            raise CorruptImage(f"{self.name}: sector {first + len(raw) // self.sector_size} is past the end of "
-                               f"{self.base.name}", layer="sectors", offset=where)
-        if self.verify:
-            self._check(raw, first, last)
-        return raw
-
-    def _check(self, raw: bytes, first: int, last: int) -> None:
-        from imgfs.containers.optical.edc import check_sector
-
-        for i in range(first, last):
-            if self._verified[i >> 3] & (1 << (i & 7)):
-                continue
-            sector = raw[(i - first) * self.sector_size : (i - first) * self.sector_size + RAW]
-            problem = check_sector(sector)
-            if problem:
-                raise CorruptImage(f"{self.name}: sector LBA {self.first_lba + i} fails its {problem} check",
-                                   layer="verify", offset=self.offset + i * self.sector_size)
-            self._verified[i >> 3] |= 1 << (i & 7)
-
-    def readinto(self, offset: int, buf: memoryview) -> int:
-        n = self._clamp(offset, len(buf))
-        if n == 0:
-            return 0
-        stride = self._stride
-        fileno = getattr(self.base, "fileno", None)
-        if fileno is not None and not self.verify and self.user_size == stride and offset % stride == 0 \
-                and n >= stride:
-            return self._scatter(fileno(), offset, n, memoryview(buf))
-        first, last = offset // stride, (offset + n - 1) // stride + 1
-        raw = memoryview(self._raw(first, last))
-        out = memoryview(buf)
-        size, uo, us = self.sector_size, self.user_offset, self.user_size
-        pos = 0
-        skip = offset - first * stride
-        for i in range(last - first):
-            begin = skip if i == 0 else 0
-            take = min(stride - begin, n - pos)
-            if take <= 0:
-                break
-            base = i * size + uo + begin
-            have = max(0, min(take, us - begin))
-            out[pos : pos + have] = raw[base : base + have]
-            if have < take:
-                out[pos + have : pos + take] = bytes(take - have)
-            pos += take
-        return n
-
-    def _scatter(self, fd: int, offset: int, n: int, out: memoryview) -> int:
-        """Whole sectors with one ``preadv`` each 511: user bytes straight into ``out``, the rest into scratch."""
-        stride, size, first = self._stride, self.sector_size, offset // self._stride
-        whole = n // stride
-        done = 0
-        while done < whole:
-            count = min(whole - done, _MAX_SCATTER)
-            views = _slicer(count, stride)(out[done * stride : (done + count) * stride])
-            iov: list[memoryview] = [_scratch(size - stride)] * (2 * count)
-            iov[0] = _scratch(self.user_offset)
-            iov[1::2] = views if count > 1 else (views,)
-            pos = self.offset + (first + done) * size
-            got = os.preadv(fd, iov, pos) - self.user_offset - (count - 1) * (size - stride)
-            if got < count * stride:
-                raise CorruptImage(f"{self.name}: sector {first + done + max(0, got) // stride} is past the end of "
-                                   f"{self.base.name}", layer="sectors", offset=pos)
-            done += count
-        if n > whole * stride:
-            self.readinto(offset + whole * stride, out[whole * stride : n])
-        return n
-
-    def pread(self, offset: int, length: int) -> bytes:
-        buf = bytearray(self._clamp(offset, length))
-        n = self.readinto(offset, memoryview(buf))
-        return bytes(buf[:n])
-
-
-_MAX_SCATTER = 511  # sectors per preadv: two buffers each, plus the first header, within IOV_MAX (1024)
-_SLICERS: dict[tuple[int, int], operator.itemgetter] = {}
-_SCRATCH: dict[int, memoryview] = {}
-
-
-def _slicer(count: int, stride: int) -> operator.itemgetter:
-    """Cut a buffer into ``count`` views of ``stride`` bytes with one call."""
-    getter = _SLICERS.get((count, stride))
-    if getter is None:
-        getter = _SLICERS[(count, stride)] = operator.itemgetter(*[slice(i * stride, (i + 1) * stride)
-                                                                    for i in range(count)])
-    return getter
-
-
-def _scratch(size: int) -> memoryview:
-    """A buffer that reads of bytes nobody wants go into (shared: its contents never matter)."""
-    view = _SCRATCH.get(size)
-    if view is None:
-        view = _SCRATCH[size] = memoryview(bytearray(size))
-    return view
-
-
-class SwappedStream(Stream):
-    """16-bit samples stored big-endian (cue ``MOTOROLA``), read little-endian."""
-
-    def __init__(self, base: Stream) -> None:
-        self.base, self.size, self.name = base, base.size, base.name
-
-    def pread(self, offset: int, length: int) -> bytes:
-        n = self._clamp(offset, length)
-        start, end = offset & ~1, min(self.size, (offset + n + 1) & ~1)
-        data = bytearray(self.base.pread(start, end - start))
-        data[0::2], data[1::2] = data[1::2], data[0::2]
-        return bytes(data[offset - start : offset - start + n])

@@ -41,11 +41,11 @@ import os
 import struct
 from typing import Any, NamedTuple
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical.disc import AUDIO, MODE1, MODE2, SECTOR_SIZES, Disc, Track
 from imgfs.containers.optical.files import open_data_file, sibling
 from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
 from imgfs.io.stream import ConcatStream, FileStream, Stream, read_exact
+from imgfs.layer import OpenContext
 
 LAYER = "mds"
 SIGNATURE = b"MEDIA DESCRIPTOR"
@@ -90,7 +90,7 @@ def probe(stream: Stream) -> bool:
 def open_mds(stream: Stream, ctx: OpenContext) -> Disc:
     disc = parse_mds(stream, ctx.path)
     attach_data(disc, ctx.path)
-    return disc
+    return disc.opened(ctx.verify)
 
 
 def parse_mds(stream: Stream, name: str = "") -> Disc:

@@ -43,7 +43,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical.cdtext import apply_cdtext, control_flags
 from imgfs.containers.optical.disc import (
     AUDIO,
@@ -59,6 +58,7 @@ from imgfs.containers.optical.disc import (
 )
 from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.io.stream import Stream, read_exact
+from imgfs.layer import OpenContext
 
 LAYER = "nrg"
 FOOTER_V1 = struct.Struct(">4sI")
@@ -195,7 +195,7 @@ def _check_length(chunk_id: str, length: int, offset: int, room: int) -> None:
 
 
 def open_nrg(stream: Stream, ctx: OpenContext) -> Disc:
-    return parse_nrg(stream, ctx.path)
+    return parse_nrg(stream, ctx.path).opened(ctx.verify)
 
 
 def parse_nrg(stream: Stream, name: str = "") -> Disc:

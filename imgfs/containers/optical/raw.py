@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from imgfs.containers import OpenContext
 from imgfs.containers.optical.disc import MODE1, MODE2, RAW, SUBCHANNEL, SYNC, Disc, Track
 from imgfs.io.stream import Stream
+from imgfs.layer import OpenContext
 
 
 def _sector_size(stream: Stream) -> int:
@@ -34,4 +34,4 @@ def open_raw_sectors(stream: Stream, ctx: OpenContext) -> Disc:
     if stream.size % size:
         disc.notes.append(f"{stream.size % size} bytes after the last whole sector are ignored")
     disc.notes.append(f"no cue sheet beside {os.path.basename(ctx.path)}: one data track assumed")
-    return disc
+    return disc.opened(ctx.verify)

@@ -6,8 +6,8 @@ open time with the same bounds and checks as FAT's. Bytes between ValidDataLengt
 never written and read as zeros (a hole), so only the valid part's clusters are looked up.
 
 The allocation bitmap is only read to tell ``imgfs info`` how much of the volume is in use: a reader
-needs no allocation state. Inode numbers are where each File entry lies in the volume (the root is 1),
-plus the volume's ``ino_base``. Times honour the UTC offset the entry records, else they are local. As
+needs no allocation state. Inode numbers are where each File entry lies in the volume (the root is 1).
+Times honour the UTC offset the entry records, else they are local. As
 with FAT, a damaged chain, entry set or directory is EIO for that file or directory only, and a
 directory whose first cluster an earlier one already has is EIO rather than an endless tree.
 """
@@ -19,12 +19,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
+from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
 from imgfs.filesystems.exfat.bootsector import LAYER, read_boot
 from imgfs.filesystems.exfat.directory import Listing, parse_directory
 from imgfs.filesystems.fat.table import FatTable, byte_runs, read_runs
-from imgfs.io.cache import BlockCache
 from imgfs.io.stream import ExtentStream, Stream
-from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
+from imgfs.layer import OpenContext
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,15 @@ class FileHandle:
 class ExfatFilesystem(Filesystem):
     kind = "exfat"
 
-    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
+    def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
         self.stream = stream
-        self.cache = cache
+        self.cache = cache = ctx.cache
         self.boot = boot = read_boot(stream)
         self.block_size = boot.cluster_size
         self.total_size = boot.volume_size
-        self._uid, self._gid, self._ino_base = options.uid, options.gid, options.ino_base
         self.table = FatTable(stream, boot.fat_offset, 0, boot.cluster_count, cache, LAYER)
-        self.root = Node("", DEFAULT_DIR_MODE, 0, self._ino_base + ROOT_INO, 1, self._uid, self._gid,
+        self.root = Node("", DEFAULT_DIR_MODE, 0, ROOT_INO, 1, None, None,
                          handle=DirHandle(boot.root_cluster, False, -1))
         self._root: Optional[Listing] = None
         self._used: Optional[int] = None
@@ -138,7 +137,6 @@ class ExfatFilesystem(Filesystem):
 
     def _nodes(self, listing: Listing, what: str) -> dict[str, Node]:
         kids: dict[str, Node] = {}
-        base, uid, gid = self._ino_base, self._uid, self._gid
         for name, offset, is_dir, cluster, contiguous, size, valid, mtime, atime in listing.entries:
             if "/" in name or "\0" in name:
                 name = name.replace("/", "_").replace("\0", "_")
@@ -148,10 +146,10 @@ class ExfatFilesystem(Filesystem):
                 continue
             if is_dir:
                 loop = cluster != 0 and self._dir_owners.setdefault(cluster, offset) != offset  # ancestors come first
-                kids[name] = Node(name, DEFAULT_DIR_MODE, size, base + offset, 1, uid, gid, mtime, atime, mtime, 0,
+                kids[name] = Node(name, DEFAULT_DIR_MODE, size, offset, 1, None, None, mtime, atime, mtime, 0,
                                   None, DirHandle(cluster, contiguous, size, loop))
             else:
-                kids[name] = Node(name, DEFAULT_FILE_MODE, size, base + offset, 1, uid, gid, mtime, atime, mtime, 0,
+                kids[name] = Node(name, DEFAULT_FILE_MODE, size, offset, 1, None, None, mtime, atime, mtime, 0,
                                   None, FileHandle(cluster, contiguous, valid))
         return kids
 

@@ -7,7 +7,7 @@ out from the extent tree or block map when it is opened. Metadata blocks (inode 
 descriptors, extent and indirect blocks, attribute blocks) go through the mount's ``BlockCache``;
 file data and directory blocks do not.
 
-Inode numbers are ``ino_base`` plus the ext inode number, so hard links share one and ``nlink`` is
+Inode numbers are the ext inode numbers, so hard links share one and ``nlink`` is
 the inode's own link count. The journal is not replayed: a filesystem that needs recovery is shown
 as its main area stands, with a warning.
 """
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, EncryptedImage
+from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.ext import xattr
 from imgfs.filesystems.ext.directory import FILE_TYPE_MODES, Entry, clean_name, parse_blocks, parse_inline
 from imgfs.filesystems.ext.extents import BlockSource, block_map_runs, byte_runs, extent_runs
@@ -43,9 +44,9 @@ from imgfs.filesystems.ext.superblock import (
     GroupTable,
     read_superblock,
 )
-from imgfs.io.cache import BlockCache, new_cache_id
+from imgfs.io.cache import new_cache_id
 from imgfs.io.stream import BytesStream, ExtentStream, Stream
-from imgfs.tree import Filesystem, FsOptions, Node
+from imgfs.layer import OpenContext
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,15 @@ class ExtFilesystem(Filesystem):
     kind = "ext"
     has_xattrs = True
 
-    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
+    def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
         self.stream = stream
-        self.cache = cache
+        self.cache = ctx.cache
         self._cache_id = new_cache_id()
         self.sb = sb = read_superblock(stream)
         self.block_size = sb.block_size
         self.total_size = sb.blocks_count * sb.block_size
         self.label = sb.label
-        self._ino_base = options.ino_base
         self._filetype = bool(sb.incompat & INCOMPAT_FILETYPE)
         self._huge_file = bool(sb.ro_compat & RO_COMPAT_HUGE_FILE)
         self._wide_dir_size = bool(sb.incompat & INCOMPAT_LARGEDIR)
@@ -196,7 +196,7 @@ class ExtFilesystem(Filesystem):
             handle = DirHandle(inode.ino, parent)
         elif kind != stat.S_IFREG:
             size = 0
-        return Node(name, mode, size, self._ino_base + inode.ino, inode.links, inode.uid, inode.gid, inode.mtime_ns,
+        return Node(name, mode, size, inode.ino, inode.links, inode.uid, inode.gid, inode.mtime_ns,
                     inode.atime_ns, inode.ctime_ns, rdev, target, handle)
 
     def _symlink_target(self, inode: Inode) -> bytes:

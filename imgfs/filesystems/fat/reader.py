@@ -7,8 +7,8 @@ or directory: EIO there, everything else still reads. A directory whose first cl
 already has (a link back to an ancestor) is EIO too, rather than the top of an endless tree.
 
 Inode numbers are stable byte offsets: where an entry's 8.3 directory entry lies in the volume (the root
-is 1), plus the volume's ``ino_base``. FAT keeps no owners or permissions: files are 0444 and directories
-0555, owned by the ``uid``/``gid`` the mount was given; the read-only attribute changes nothing on a
+is 1). FAT keeps no owners or permissions: files are 0444 and directories 0555, with no owner (the
+mount shows the mounting user, or ``uid``/``gid``); the read-only attribute changes nothing on a
 read-only mount. Times are local time (see ``dostime``); FAT's creation time is not shown (POSIX ctime
 is the time of the last change, so it is shown as the modification time). The root directory has no
 times of its own; it shows its volume-label entry's, else 1970.
@@ -21,12 +21,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage
+from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
 from imgfs.filesystems.fat.bootsector import LAYER, BootSector
 from imgfs.filesystems.fat.directory import Listing, parse_directory
 from imgfs.filesystems.fat.table import FatTable, byte_runs, read_runs
-from imgfs.io.cache import BlockCache
 from imgfs.io.stream import ExtentStream, Stream, read_exact
-from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
+from imgfs.layer import OpenContext
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,17 @@ class FileHandle:
 class FatFilesystem(Filesystem):
     kind = "fat"
 
-    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
+    def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
         self.stream = stream
-        self.cache = cache
+        self.cache = cache = ctx.cache
         self.boot = boot = BootSector.parse(stream.pread(0, 512))
         self.fat_type = f"FAT{boot.fat_bits}"
         self.block_size = boot.cluster_size
         self.total_size = boot.volume_size
-        self._uid, self._gid, self._ino_base = options.uid, options.gid, options.ino_base
         self._max_dir_clusters = max(1, MAX_DIRECTORY_SIZE // boot.cluster_size)
         self.table = FatTable(stream, boot.fat_offset, boot.fat_bits, boot.cluster_count, cache, LAYER)
-        self.root = Node("", DEFAULT_DIR_MODE, 0, self._ino_base + ROOT_INO, 1, self._uid, self._gid,
+        self.root = Node("", DEFAULT_DIR_MODE, 0, ROOT_INO, 1, None, None,
                          handle=DirHandle(boot.root_cluster))
         self._root_label: Optional[str] = None
         self._dir_owners = {boot.root_cluster: ROOT_INO}  # first cluster -> the one directory that may have it
@@ -112,7 +111,6 @@ class FatFilesystem(Filesystem):
 
     def _nodes(self, listing: Listing, what: str) -> dict[str, Node]:
         kids: dict[str, Node] = {}
-        base, uid, gid = self._ino_base, self._uid, self._gid
         for name, offset, is_dir, cluster, size, mtime, atime in listing.entries:
             if "/" in name or "\0" in name:
                 name = name.replace("/", "_").replace("\0", "_")
@@ -122,10 +120,10 @@ class FatFilesystem(Filesystem):
                 continue
             if is_dir:
                 loop = self._dir_owners.setdefault(cluster, offset) != offset  # an ancestor is always seen first
-                kids[name] = Node(name, DEFAULT_DIR_MODE, 0, base + offset, 1, uid, gid, mtime, atime, mtime, 0,
+                kids[name] = Node(name, DEFAULT_DIR_MODE, 0, offset, 1, None, None, mtime, atime, mtime, 0,
                                   None, DirHandle(cluster, loop))
             else:
-                kids[name] = Node(name, DEFAULT_FILE_MODE, size, base + offset, 1, uid, gid, mtime, atime, mtime, 0,
+                kids[name] = Node(name, DEFAULT_FILE_MODE, size, offset, 1, None, None, mtime, atime, mtime, 0,
                                   None, FileHandle(cluster))
         return kids
 

@@ -10,7 +10,7 @@ What is shown:
 
 * Names are stored decomposed (NFD) in UTF-16; they are shown in NFC, a stored '/' as ':' (the POSIX
   view that macOS gives), NUL as U+2400. A look-up by the NFD form finds the entry too (``NameMap``).
-* Inode numbers are CNIDs plus ``ino_base``. A file hard link (an 'hlnk'/'hfs+' file pointing to
+* Inode numbers are CNIDs. A file hard link (an 'hlnk'/'hfs+' file pointing to
   ``iNode<n>`` in "\\0\\0\\0\\0HFS+ Private Data") shows the indirect node: its CNID, data, owner, mode,
   times and link count. A directory hard link ('fdrp'/'MACS', Time Machine) shows the folder
   ``dir_<n>`` of ".HFS+ Private Directory Data\\r". Those two folders, and the journal files of a
@@ -40,9 +40,10 @@ import unicodedata
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
+from imgfs.filesystems import decmpfs
+from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.hfsplus import attributes as attrs
 from imgfs.filesystems.hfsplus import catalog as cat
-from imgfs.filesystems import decmpfs
 from imgfs.filesystems.hfsplus.btree import BTree
 from imgfs.filesystems.hfsplus.unicode import KEY_COMPARE_BINARY, encode, shown
 from imgfs.filesystems.hfsplus.volume import (
@@ -53,9 +54,8 @@ from imgfs.filesystems.hfsplus.volume import (
     open_volume,
     parse_extents,
 )
-from imgfs.io.cache import BlockCache
 from imgfs.io.stream import ExtentStream, Stream
-from imgfs.tree import Filesystem, FsOptions, Node
+from imgfs.layer import OpenContext
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,13 @@ class HfsPlusFilesystem(Filesystem):
     kind = "hfs+"
     has_xattrs = True
 
-    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
+    def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
-        self.cache = cache
+        self.cache = ctx.cache
         self.volume, self.header, self.offset = open_volume(stream)
         header = self.header
         self.block_size = header.block_size
         self.total_size = header.block_size * header.total_blocks
-        self._options = options
         self._name = stream.name
         self._open_trees()
         root_thread = self._thread(cat.ROOT_FOLDER)
@@ -285,16 +284,16 @@ class HfsPlusFilesystem(Filesystem):
             log.warning("%s: %r (CNID %d) skipped: %s", self._name, name, entry.cnid, exc)
             return None
 
-    def _owner_and_mode(self, entry: cat.Entry, default: int) -> tuple[int, int, int]:
-        if entry.mode == 0:
-            return self._options.uid, self._options.gid, default
+    def _owner_and_mode(self, entry: cat.Entry, default: int) -> tuple[Optional[int], Optional[int], int]:
+        if entry.mode == 0:  # no BSD information: no owner
+            return None, None, default
         return entry.owner, entry.group, entry.mode
 
     def _dir_node(self, name: str, entry: cat.Entry, parent: int, links: tuple[int, ...]) -> Node:
         uid, gid, mode = self._owner_and_mode(entry, stat.S_IFDIR | 0o755)
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
         handle = DirHandle(entry.cnid, parent, links, _finder_info(entry), bool(entry.flags & cat.HAS_ATTRIBUTES))
-        return Node(name, mode, 0, self._options.ino_base + entry.cnid, 1, uid, gid, *_times(entry), handle=handle)
+        return Node(name, mode, 0, entry.cnid, 1, uid, gid, *_times(entry), handle=handle)
 
     def _file_node(self, name: str, entry: cat.Entry, parent: int, key_name: bytes, nlink: int = 1) -> Node:
         default = stat.S_IFLNK | 0o755 if entry.file_type == cat.SYMLINK else stat.S_IFREG | 0o644
@@ -321,7 +320,7 @@ class HfsPlusFilesystem(Filesystem):
             log.warning("%s: %r (CNID %d) says %d bytes, more than the volume holds", self._name, name, entry.cnid,
                         size)
             size = 0
-        return Node(name, mode, size, self._options.ino_base + entry.cnid, nlink, uid, gid, *_times(entry), rdev,
+        return Node(name, mode, size, entry.cnid, nlink, uid, gid, *_times(entry), rdev,
                     target, handle)
 
     def _compressed_size(self, entry: cat.Entry, name: str) -> int:

@@ -27,19 +27,28 @@ import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol
 
 from imgfs.errors import CorruptImage, ImageError
+from imgfs.filesystems.base import Node
 from imgfs.filesystems.fat.bootsector import BootSector
+from imgfs.filesystems.iso9660.records import VolumeDescriptor
 from imgfs.io.stream import SliceStream, Stream
 from imgfs.volumes.mbr import entries as mbr_entries
 from imgfs.volumes.mbr import looks_like_mbr
 
-if TYPE_CHECKING:
-    from imgfs.filesystems.iso9660.reader import IsoFilesystem
-    from imgfs.filesystems.iso9660.records import VolumeDescriptor
-
 log = logging.getLogger(__name__)
+
+
+class IsoTree(Protocol):
+    """What the search for files holding boot images needs of the ISO 9660 filesystem."""
+
+    stream: Stream
+    start_sector: int
+    root: Node
+
+    def children(self, node: Node) -> dict[str, Node]: ...
+
 
 LAYER = "eltorito"
 CD_SECTOR = 2048  # load_rba and the catalog's address count these, whatever the volume's block size
@@ -215,7 +224,7 @@ class _Catalog:
 
 # -- the true size ---------------------------------------------------------------------------------
 
-def boot_images(stream: Stream, descriptors: Sequence[VolumeDescriptor] = (), iso: Optional[IsoFilesystem] = None
+def boot_images(stream: Stream, descriptors: Sequence[VolumeDescriptor] = (), iso: Optional[IsoTree] = None
                 ) -> list[BootImage]:
     """The boot images of an ISO 9660 image, in catalog order, each with its true size.
 
@@ -237,10 +246,9 @@ def boot_images(stream: Stream, descriptors: Sequence[VolumeDescriptor] = (), is
     return [_boot_image(stream, e, files) for e in entries]
 
 
-def _session_start(descriptors: Sequence[VolumeDescriptor], iso: Optional[IsoFilesystem]) -> int:
-    start = getattr(iso, "start_sector", None)
-    if isinstance(start, int):
-        return start
+def _session_start(descriptors: Sequence[VolumeDescriptor], iso: Optional[IsoTree]) -> int:
+    if iso is not None:
+        return iso.start_sector
     if descriptors:  # the primary descriptor comes first, at the session's sector 16
         return max(0, min(vd.sector for vd in descriptors) - FIRST_DESCRIPTOR_SECTOR)
     return 0
@@ -327,7 +335,7 @@ def _gpt_size(stream: Stream, offset: int) -> int:
 
 # -- the directory tree ----------------------------------------------------------------------------
 
-def _files_at(iso: IsoFilesystem, wanted: set[int]) -> dict[int, tuple[str, int]]:
+def _files_at(iso: IsoTree, wanted: set[int]) -> dict[int, tuple[str, int]]:
     """For each byte offset in ``wanted``, the path and size of a file whose data starts there and runs
     contiguously: one breadth-first walk (boot files sit near the root), bounded, stopping when all are found."""
     found: dict[int, tuple[str, int]] = {}

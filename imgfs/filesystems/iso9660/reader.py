@@ -17,7 +17,9 @@ import struct
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
+from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
 from imgfs.filesystems.iso9660 import susp
+from imgfs.filesystems.iso9660.eltorito import BootImage, boot_images
 from imgfs.filesystems.iso9660.records import (
     FLAG_ASSOCIATED,
     FLAG_DIRECTORY,
@@ -32,9 +34,8 @@ from imgfs.filesystems.iso9660.records import (
     root_record,
 )
 from imgfs.filesystems.iso9660.zisofs import open_zisofs
-from imgfs.io.cache import BlockCache
 from imgfs.io.stream import ExtentStream, SliceStream, Stream, read_exact
-from imgfs.tree import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, FsOptions, Node
+from imgfs.layer import OpenContext, View
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +60,21 @@ class FileHandle(NamedTuple):
 class IsoFilesystem(Filesystem):
     kind = "iso9660"
 
-    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
+    def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
-        self.stream = stream
-        self.cache = cache
+        disc, start = stream.origin()  # a later session's directory records address the whole disc
+        self.stream = stream = disc
+        self.cache = ctx.cache
         self.total_size = stream.size
-        self._default_uid, self._default_gid = options.uid, options.gid
-        self._ino_base = options.ino_base
-        namespace = options.namespace
-        self.descriptors = read_descriptors(stream, options.start_sector)
-        self.start_sector = options.start_sector
+        namespace = ctx.namespace
+        self.start_sector = start // 2048
+        self.descriptors = read_descriptors(stream, self.start_sector)
+        self._boot: Optional[list[BootImage]] = None  # El Torito images, found when the raw views ask
         primary = self._descriptor("primary")
         self._su_skip = 0
         self._primary_unreadable = False
         self.has_rock_ridge = primary is not None and self._probe_rock_ridge(primary)
-        self.namespaces = [ns for ns in NAMESPACES if self._available(ns)]
+        self.namespaces = tuple(ns for ns in NAMESPACES if self._available(ns))
         if not self.namespaces:
             raise UnsupportedFormat("no primary, Joliet or ISO 9660:1999 volume descriptor", layer="iso9660")
         if namespace in ("auto", ""):
@@ -264,27 +265,26 @@ class IsoFilesystem(Filesystem):
         atime, ctime = rr.atime or mtime, rr.ctime or mtime
         if rr.mode is None:
             mode = DEFAULT_DIR_MODE if first.flags & FLAG_DIRECTORY else DEFAULT_FILE_MODE
-            nlink, uid, gid = 1, self._default_uid, self._default_gid
+            nlink, uid, gid = 1, None, None
         else:
             mode, nlink, uid, gid = rr.mode, rr.nlink or 1, rr.uid, rr.gid
-        base = self._ino_base
         if first.flags & FLAG_DIRECTORY:
             offset = first.extent * self.block_size
-            return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, base + offset, nlink, uid, gid, mtime,
+            return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, offset, nlink, uid, gid, mtime,
                         atime, ctime, 0, None, DirHandle(offset, first.size))
         kind = stat.S_IFMT(mode)
         if rr.symlink is not None or kind == stat.S_IFLNK:
             target = rr.symlink or b""
-            return Node(name, stat.S_IFLNK | stat.S_IMODE(mode), len(target), base + first.offset, nlink, uid, gid,
+            return Node(name, stat.S_IFLNK | stat.S_IMODE(mode), len(target), first.offset, nlink, uid, gid,
                         mtime, atime, ctime, 0, target)
         if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
-            return Node(name, mode, 0, base + first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
+            return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
         runs = self._runs(chain)
         size = sum(length for _, length in runs) if len(runs) != 1 else runs[0][1]
         ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
         if rr.zf is not None:
             size = rr.zf[3]
-        return Node(name, stat.S_IFREG | stat.S_IMODE(mode), size, base + ino, nlink, uid, gid, mtime, atime, ctime,
+        return Node(name, stat.S_IFREG | stat.S_IMODE(mode), size, ino, nlink, uid, gid, mtime, atime, ctime,
                     0, None, FileHandle(runs, rr.zf))
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
@@ -329,10 +329,17 @@ class IsoFilesystem(Filesystem):
         return {
             "filesystem": "iso9660",
             "namespace": self.namespace,
-            "namespaces": self.namespaces,
+            "namespaces": list(self.namespaces),
             "label": self.label,
             "block_size": self.block_size,
             "volume_size": self.vd.space_blocks * self.vd.block_size,
             "descriptors": [{"sector": vd.sector, "kind": vd.kind, "volume_id": vd.volume_id,
                              "system_id": vd.system_id} for vd in self.descriptors],
+            **({"el_torito": [image.describe() for image in self._boot]} if self._boot else {}),
         }
+
+    def views(self) -> list[View]:
+        """The El Torito boot images, each at its true size, as ``boot/NAME``."""
+        if self._boot is None:
+            self._boot = [image for image in boot_images(self.stream, self.descriptors, self) if image.size > 0]
+        return [View(f"boot/{image.name}", image.stream()) for image in self._boot]

@@ -5,7 +5,7 @@ table, metadata file), the file set descriptor and the root directory. Every oth
 the first time it is listed or looked up; a file's extents are worked out when it is opened, and its
 bytes are an ``ExtentStream`` over the partitions, never copied.
 
-Inode numbers are ``ino_base`` plus the ICB address of the entry (partition reference and block), so
+Inode numbers are the ICB address of the entry (partition reference and block), so
 hard links (directory entries naming one ICB) share one, and ``nlink`` is the entry's link count.
 """
 
@@ -17,6 +17,7 @@ import stat
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
+from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.udf.descriptors import (
     LAYER,
     TAG_FSD,
@@ -41,9 +42,8 @@ from imgfs.filesystems.udf.directory import (
 from imgfs.filesystems.udf.icb import FLAG_SETGID, FLAG_SETUID, FLAG_STICKY, FileEntry, IcbReader
 from imgfs.filesystems.udf.logical import LogicalVolumeLayout
 from imgfs.filesystems.udf.volume import find_volume
-from imgfs.io.cache import BlockCache
 from imgfs.io.stream import Stream
-from imgfs.tree import Filesystem, FsOptions, Node
+from imgfs.layer import OpenContext
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,12 @@ class DirHandle(NamedTuple):
 class UdfFilesystem(Filesystem):
     kind = "udf"
 
-    def __init__(self, stream: Stream, cache: BlockCache, options: FsOptions = FsOptions()) -> None:
+    def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
-        self.stream = stream
-        self.cache = cache
-        self._uid, self._gid = options.uid, options.gid
-        self._ino_base = options.ino_base
-        self.volume = find_volume(stream, options.start_sector)
+        disc, start = stream.origin()  # a later session's structures address the whole disc
+        self.stream = stream = disc
+        self.cache = ctx.cache
+        self.volume = find_volume(stream, start // 2048)
         lvd = self.volume.logical
         assert lvd is not None
         self.block_size = self.volume.sector_size
@@ -91,7 +90,8 @@ class UdfFilesystem(Filesystem):
         self.file_set = self._file_set()
         pvd_label = self.volume.primary.volume_id if self.volume.primary else ""
         self.label = (lvd.label or pvd_label).strip()
-        self.namespaces = ["udf"]
+        self.namespaces = ("udf",)
+        self.namespace = "udf"
         root = self._node("", self.file_set.root.where, None)
         if root is None or not root.is_dir:
             raise CorruptImage("the root directory's entry is not a directory", layer=LAYER,
@@ -152,7 +152,7 @@ class UdfFilesystem(Filesystem):
     # -- nodes -------------------------------------------------------------------------------------
 
     def _ino(self, icb: Address) -> int:
-        return self._ino_base + (icb.partition << INO_PARTITION_SHIFT | icb.block) + 1
+        return (icb.partition << INO_PARTITION_SHIFT | icb.block) + 1
 
     def _node(self, name: str, icb: Address, parent: Optional[DirHandle]) -> Optional[Node]:
         entry = self.icb.entry(icb)
@@ -162,8 +162,8 @@ class UdfFilesystem(Filesystem):
                         entry.file_type)
             return None
         mode = kind | _permissions(entry)
-        uid = self._uid if entry.uid == NO_ID else entry.uid
-        gid = self._gid if entry.gid == NO_ID else entry.gid
+        uid = None if entry.uid == NO_ID else entry.uid
+        gid = None if entry.gid == NO_ID else entry.gid
         size, target, rdev = entry.size, None, 0
         handle: Any = entry.address  # a file's: its newest entry; a directory's: a DirHandle
         if kind == stat.S_IFDIR:
@@ -209,7 +209,7 @@ class UdfFilesystem(Filesystem):
     def _unreadable(self, name: str, icb: Address, characteristics: int, error: ImageError) -> Node:
         """A stand-in for an entry whose file entry cannot be read: there, but EIO when listed or read."""
         mode = stat.S_IFDIR | 0o555 if characteristics & FID_DIRECTORY else stat.S_IFREG | 0o444
-        return Node(name, mode, 0, self._ino(icb), 1, self._uid, self._gid, handle=Unreadable(error))
+        return Node(name, mode, 0, self._ino(icb), 1, None, None, handle=Unreadable(error))
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class UdfFilesystem(Filesystem):
         return {
             "filesystem": "udf",
             "namespace": "udf",
-            "namespaces": self.namespaces,
+            "namespaces": list(self.namespaces),
             "label": self.label,
             "revision": revision_text(lvd.revision),
             "recognition": self.volume.nsr,

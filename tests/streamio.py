@@ -1,4 +1,6 @@
-"""A file object over a stream, for libraries that want one (pycdlib). One per user: it has a position."""
+"""A file object over a stream, for libraries that want one (pycdlib, in the cross-check).
+
+One per user: it has a position."""
 
 from __future__ import annotations
 

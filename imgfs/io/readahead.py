@@ -1,5 +1,10 @@
 """Decoding chunks ahead of a sequential reader, in background threads, bounded.
 
+``ReadAheadStream`` wraps a ``ChunkedStream``: a read goes through unchanged, and when it looks
+sequential the next chunks are queued for the workers. Whether it does is read off the cache, not off
+state kept between reads: a read whose first chunk, or the chunk before it, is already decoded is a
+reader moving forward through the file; a random read lands among cold chunks.
+
 zlib, bzip2, LZMA and LZFSE release the GIL, so a chunk decoded in a worker while the reader copies
 the previous one uses the second core. The queue is short and a job that finds its chunk already in
 the cache does nothing; a job's error is dropped here and met again by the reader that needs the chunk.
@@ -12,14 +17,17 @@ ones on demand.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections import deque
 from collections.abc import Hashable
-from typing import Callable
+from typing import Callable, Optional
 
 from imgfs.io import background
+from imgfs.io.chunked import ChunkedStream
+from imgfs.io.stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,46 @@ class ReadAhead:
 
 
 READ_AHEAD = ReadAhead()
+AHEAD = 2  # chunks decoded ahead of a sequential reader
+
+
+class ReadAheadStream(Stream):
+    """``chunks`` read through; after a sequential read, the next ``AHEAD`` chunks that ``worth(i)`` allows
+    (those whose codec releases the GIL) are decoded by ``pool``'s workers."""
+
+    def __init__(self, chunks: ChunkedStream, worth: Callable[[int], bool],
+                 pool: Optional[ReadAhead] = None) -> None:
+        self.chunks, self.worth = chunks, worth
+        self.pool = pool or READ_AHEAD
+        self.size, self.name = chunks.size, chunks.name
+
+    def pread(self, offset: int, length: int) -> bytes:
+        warm = self._warm(offset)
+        data = self.chunks.pread(offset, length)
+        if warm and data:
+            self._ahead(offset + len(data) - 1)
+        return data
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        warm = self._warm(offset)
+        n = self.chunks.readinto(offset, buf)
+        if warm and n:
+            self._ahead(offset + n - 1)
+        return n
+
+    def _warm(self, offset: int) -> bool:
+        if offset >= self.size:
+            return False
+        first = self.chunks.index(offset)
+        return self.chunks.cached(first) or (first > 0 and self.chunks.cached(first - 1))
+
+    def _ahead(self, last_offset: int) -> None:
+        last = self.chunks.index(last_offset)
+        for i in range(last + 1, min(last + 1 + AHEAD, self.chunks.chunk_count())):
+            if not self.worth(i):
+                return  # a pure-Python decoder in another thread only slows the reader
+            if not self.chunks.cached(i):
+                self.pool.submit((id(self.chunks), i), functools.partial(self.chunks.chunk, i))
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=READ_AHEAD.before_fork, after_in_parent=READ_AHEAD.after_fork_in_parent,
                         after_in_child=READ_AHEAD.after_fork_in_child)
