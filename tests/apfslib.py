@@ -156,44 +156,13 @@ def _volume_prefix(entries: list[Any]) -> str:
 
 # -- imgfs's own layers, without a mount -----------------------------------------------------------------
 
-APFS_PARTITION = "7C3457EF-0000-11AA-AA11-00306543ECAC"
-
-
-def apfs_stream(image: Path, passphrase: Optional[str] = None) -> Any:
-    """The APFS container in ``image``: a DMG (encrypted or not) is decoded, a GPT disk's Apple_APFS
-    partition taken; a bare container is itself."""
-    from imgfs.containers import OpenContext as ContainerContext
-    from imgfs.containers.dmg.encrypted import open_encrypted
-    from imgfs.containers.dmg.udif import open_udif
-    from imgfs.io.cache import BlockCache
-    from imgfs.io.stream import FileStream, SliceStream
-    from imgfs.volumes.gpt import read_gpt
-
-    stream: Any = FileStream(str(image))
-    ctx = ContainerContext(str(image), BlockCache(64 << 20), passphrase=lambda: passphrase)
-    if stream.pread(0, 8) == b"encrcdsa":
-        stream = open_encrypted(stream, ctx)
-    if stream.pread(0, 4) == b"shdw":
-        from imgfs.containers.asif import AsifImage
-
-        stream = AsifImage(stream, ctx.cache)
-    if stream.pread(stream.size - 512, 4) == b"koly":
-        stream = open_udif(stream, ctx)
-    if stream.pread(512, 8) == b"EFI PART":
-        part = next(p for p in read_gpt(stream).partitions if p.type_id == APFS_PARTITION)
-        stream = SliceStream(stream, part.start, part.size)
-    return stream
-
-
 def apfs_filesystems(image: Path, passphrase: Optional[str] = None) -> list[Any]:
-    """Every volume of the APFS container in ``image``, opened by imgfs."""
-    from imgfs.filesystems.apfs import open_apfs
-    from imgfs.io.cache import BlockCache
-    from imgfs.layer import OpenContext
+    """Every APFS volume imgfs opens in ``image`` (through the generic assembler, without a mount)."""
+    from imgfs.filesystems.apfs.reader import ApfsFilesystem
+    from imgfs.image import open_image
 
-    ctx = OpenContext(str(image), BlockCache(64 << 20), passphrase=lambda: passphrase)
-    container = open_apfs(apfs_stream(image, passphrase), ctx)
-    return [volume.open(ctx) for volume in container.volumes()]
+    opened = open_image(str(image), passphrase=lambda: passphrase)
+    return [layer for layer, _name in opened.opened if isinstance(layer, ApfsFilesystem)]
 
 
 def imgfs_listing(fs: Any) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,8 @@ from apfslib import (
     sha256,
     trap_tree,
 )
+from conftest import compare_trees
+from corpuslib import info_layers
 
 from imgfs.codecs import lzbitmap
 
@@ -238,3 +240,38 @@ def test_lzbitmap_damage_is_a_value_error(damage: str) -> None:
         packed[4 + 6 : 4 + 9] = (len(packed) - 4).to_bytes(3, "little")  # the periods area past the chunk
     with pytest.raises(ValueError):
         lzbitmap.decode(bytes(packed), len(data))
+
+
+# -- through FUSE ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "layout"), LAYOUTS)
+def test_mount_shows_the_source_tree(images: dict[tuple[str, str], Path], source: Path, mount, fmt: str,
+                                     layout: str) -> None:
+    with mount(images[(fmt, layout)]) as root:
+        assert compare_trees(source, root) > 5000
+        assert os.getxattr(root / "hello.txt", "user.greeting") == b"hi there"
+        assert os.getxattr(root / "pair-a", "user.big") == bytes(range(256)) * 15 + b"end"
+
+
+def test_mount_of_an_asif_image(source: Path, tmp_path: Path, mount) -> None:
+    image = fsx_create(tmp_path / "traps.asif", source, "ASIF", "GPT")
+    with mount(image) as root:
+        compare_trees(source, root)
+
+
+def test_mount_of_compressed_files(compressed: tuple[Path, dict[str, tuple[int, bytes]]], mount) -> None:
+    image, files = compressed
+    with mount(image) as root:
+        for name, (_kind, data) in files.items():
+            assert (root / name).stat().st_size == len(data)
+            assert sha256((root / name).read_bytes()) == sha256(data), name
+            assert os.listxattr(root / name) == []
+
+
+def test_info_shows_the_container_and_the_volume(images: dict[tuple[str, str], Path]) -> None:
+    layers = info_layers(images[("UDRO", "GPT")])
+    container = next(layer for layer in layers if layer["layer"] == "apfs container")
+    volume = next(layer for layer in layers if layer.get("filesystem") == "apfs")
+    assert container["volumes"] == 1 and container["block_size"] == 4096
+    assert volume["label"] == "Traps" and volume["roles"] == [] and volume["case_sensitive"] is False

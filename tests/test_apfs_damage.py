@@ -12,6 +12,7 @@ extent past the container, a key bag of garbage, a wrong passphrase.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -21,7 +22,8 @@ from pathlib import Path
 import pytest
 from apfs_editor import BLOCK, Container, take_snapshot_and_change
 from apfslib import FSX, apfs_filesystems, imgfs_listing, sha256
-from corpuslib import CORPUS
+from conftest import read_errno
+from corpuslib import CORPUS, mount_refusal
 
 from imgfs.errors import CorruptImage, EncryptedImage, ImageError, UnsupportedFormat
 
@@ -193,3 +195,45 @@ def test_absurd_iterations_are_refused_in_one_line() -> None:
 
     with pytest.raises(EncryptedImage, match="iterations"):
         derive(b"pw", WrappedKey(bytes(40), 0, MAX_ITERATIONS + 1, b"salt"), lambda *a: None, "test")
+
+
+# -- through FUSE ---------------------------------------------------------------------------------------------
+
+
+def test_snapshots_are_raw_views_of_the_mount(snapshotted: Path, mount) -> None:
+    with mount(snapshotted, "rawviews") as root:
+        assert sorted(os.listdir(root)) == [".imgfs", "changed.txt", "kept.txt"]
+        snap = root / ".imgfs" / "snapshots" / "Snappy" / "before the change"
+        assert sorted(os.listdir(snap)) == ["changed.txt", "gone.txt", "kept.txt"]
+        assert (snap / "changed.txt").read_bytes() == b"version one\n"
+        assert (root / "changed.txt").read_bytes() == b"version two\n"
+    with mount(snapshotted) as root:
+        assert ".imgfs" not in os.listdir(root)
+
+
+def test_an_extent_past_the_end_is_eio_for_that_file_only(tmp_path: Path, mount) -> None:
+    image = bare_container(tmp_path, {"victim.bin": b"v" * 5000, "fine.txt": b"fine\n"})
+    c = Container(image)
+    _, root_block = c.fs_root(c.volume_block())
+    leaf = c.leaf(root_block)
+    leaf.entries = [(k, v[:8] + struct.pack("<Q", c.block_count + 100) + v[16:])
+                    if int.from_bytes(k[:8], "little") >> 60 == 8 and struct.unpack_from("<Q", v)[0] & 0xFFFF == 8192
+                    else (k, v) for k, v in leaf.entries]
+    c.put_leaf(root_block, leaf, *struct.unpack_from("<QQ", leaf.block, 8))
+    with mount(c.save(tmp_path / "past.img")) as root:
+        assert (root / "fine.txt").read_bytes() == b"fine\n"
+        assert read_errno(root / "victim.bin") == errno.EIO
+
+
+@pytest.mark.parametrize("damage", ["deep", "passphrase"])
+def test_mount_refusals_are_one_line(damage: str, many: Path, encrypted: Path, tmp_path: Path) -> None:
+    if damage == "deep":
+        c = Container(many)
+        _, block, data = _index_root(c)
+        struct.pack_into("<H", data, 34, 40)
+        c.put(block, data)
+        image, env, words = c.save(tmp_path / "deep.img"), None, "deeper"
+    else:
+        image, env, words = encrypted, {**os.environ, "IMGFS_PASSPHRASE": "nope"}, "wrong passphrase"
+    line = mount_refusal(image, tmp_path / "mnt", env=env)
+    assert words in line, line

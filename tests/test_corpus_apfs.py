@@ -34,6 +34,10 @@ from corpuslib import (
 FIELDS = ("type", "size", "sha256", "target", "mode", "nlink", "mtime")
 PASSWORDS = {"dmg/go-apfs-v2/encrypted.img.gz": "hunter2hunter2", "dmg/dmgwiz/input_aes256.dmg": "test123"}
 HIDDEN_XATTRS = {"com.apple.fs.symlink"}
+# The encrypted container's oracle comes from pyfsapfs alone, and its "mtime" is each inode's creation
+# time: .fseventsd and fseventsd-uuid were modified 50 s after they were made (their inodes say so), and
+# every other entry has equal times. Its other fields are compared.
+BIRTH_TIMES_AS_MTIME = {"dmg/go-apfs-v2/encrypted.img.gz"}
 COMPRESSION_XATTRS = {"com.apple.decmpfs", "com.apple.ResourceFork"}
 
 if not CORPUS.is_dir():
@@ -83,7 +87,8 @@ def test_volume_matches_oracle(image: CorpusImage, corpus_file, tmp_path: Path) 
         actual = snapshot(where)
         xattrs = {path: set(os.listxattr(where / path.lstrip("/"), follow_symlinks=False)) for path in actual
                   if actual[path]["type"] in ("file", "dir")}
-    assert_matches(actual, expected_entries(volume, FIELDS), f"{key(image)} mounted")
+    fields = tuple(f for f in FIELDS if f != "mtime" or key(image) not in BIRTH_TIMES_AS_MTIME)
+    assert_matches(actual, expected_entries(volume, fields), f"{key(image)} mounted")
     problems = []
     for entry in volume["entries"]:
         if entry["path"] not in xattrs:

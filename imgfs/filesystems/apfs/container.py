@@ -27,6 +27,7 @@ from imgfs.filesystems.apfs.objects import (
     parse_header,
 )
 from imgfs.filesystems.apfs.omap import ObjectMap
+from imgfs.filesystems.apfs.records import ROOT_DIR_INO
 from imgfs.filesystems.apfs.superblock import (
     CHECKPOINT_NONCONTIGUOUS,
     NX_INCOMPAT_VERSION1,
@@ -34,6 +35,7 @@ from imgfs.filesystems.apfs.superblock import (
     ContainerSuperblock,
     VolumeSuperblock,
 )
+from imgfs.filesystems.apfs.volume import VolumeTree
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import Stream, read_exact
 
@@ -113,9 +115,9 @@ class Container:
             raise CorruptImage("no container superblock with a good checksum, in block 0 or in the checkpoint "
                                "area", layer=LAYER, offset=0)
         first_error: Optional[ImageError] = None
-        for xid, block in self._damaged:
-            if xid > candidates[0][0]:
-                self._warn(f"the superblock of checkpoint {xid} (block {block}) fails its checksum; using an older one")
+        # told only when an older checkpoint is used: a refusal stays one line
+        skipped = [f"the superblock of checkpoint {xid} (block {block}) fails its checksum"
+                   for xid, block in self._damaged if xid > candidates[0][0]]
         for xid, block, data in candidates:
             try:
                 superblock = ContainerSuperblock.parse(data, self.blocks.offset(block))
@@ -124,8 +126,10 @@ class Container:
                 volumes = self._volumes(superblock, omap)
             except ImageError as exc:
                 first_error = first_error or exc
-                self._warn(f"checkpoint {xid} is damaged ({exc}); trying an older one")
+                skipped.append(f"checkpoint {xid} is damaged ({exc})")
                 continue
+            for problem in skipped:
+                self._warn(f"{problem}; using the older checkpoint {xid}")
             return superblock, omap, volumes
         assert first_error is not None
         raise first_error
@@ -158,16 +162,16 @@ class Container:
         return volumes
 
     def _check_volume(self, entry: VolumeEntry, xid: int) -> None:
-        """The volume's object map and the root node of its tree as of the checkpoint: a checkpoint whose
-        writes did not all reach the disk fails here, and an older one is used."""
+        """The volume's object map, and its tree down to the root folder's inode, as of the checkpoint: a
+        checkpoint whose writes did not all reach the disk fails here, and an older one is used."""
         sb = entry.superblock
         omap = ObjectMap(self.blocks, self.cache, sb.omap_oid, f"volume {entry.index + 1}", self.verify)
         if sb.root_tree_type & STORAGE_MASK == OBJ_PHYSICAL:
             return
         mapping = omap.resolve(sb.root_tree_oid, xid, f"volume {entry.index + 1}'s filesystem tree")
-        if not mapping.encrypted:  # an encrypted node can only be checked once decrypted
-            self.blocks.read_object(mapping.paddr, f"volume {entry.index + 1}'s filesystem tree root",
-                                    verify=self.verify)
+        if not mapping.encrypted:  # an encrypted tree can only be checked once its key is known
+            tree = VolumeTree(self.blocks, self.cache, sb, omap, xid, f"volume {entry.index + 1}", verify=self.verify)
+            tree.inode(ROOT_DIR_INO)
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, Optional
 
-from imgfs.errors import UnsupportedFormat
+from imgfs.errors import ImageError, UnsupportedFormat
 from imgfs.filesystems.apfs import keybag as kb
 from imgfs.filesystems.apfs.container import Container, VolumeEntry
 from imgfs.filesystems.apfs.crypto import VolumeCipher
@@ -31,6 +31,15 @@ class ApfsContainer(VolumeSet):
         self.container = Container(stream, ctx.cache)
         self.ctx = ctx
         self._keybag: Optional[list[kb.Entry]] = None
+        self._ciphers: dict[int, VolumeCipher] = {}
+        self._failures: list[str] = []  # why volumes did not open: the reason when none did
+        volumes = self.container.volumes
+        if volumes and all(v.superblock.encrypted for v in volumes):
+            # nothing could be shown without a key: a missing or wrong passphrase refuses the image in one
+            # line now; beside a volume that is not encrypted, it only leaves its own volume out
+            for entry in volumes:
+                name = entry.superblock.name or f"volume {entry.index + 1}"
+                self._ciphers[entry.index] = self._cipher(entry, ctx, name)
 
     def volumes(self) -> Sequence[Volume]:
         return [Volume(name=str(entry.index + 1), open=partial(self.open_volume, entry),
@@ -44,9 +53,16 @@ class ApfsContainer(VolumeSet):
 
     def open_volume(self, entry: VolumeEntry, ctx: OpenContext) -> Layer:
         """The filesystem of one volume (asking for its passphrase when it is encrypted)."""
+        try:
+            return self._open_volume(entry, ctx)
+        except ImageError as exc:
+            self._failures.append(f"volume {entry.index + 1} ({entry.superblock.name!r}): {exc}")
+            raise
+
+    def _open_volume(self, entry: VolumeEntry, ctx: OpenContext) -> Layer:
         c, sb = self.container, entry.superblock
         name = sb.name or f"volume {entry.index + 1}"
-        cipher = self._cipher(entry, ctx, name) if sb.encrypted else None
+        cipher = self._ciphers.get(entry.index) or (self._cipher(entry, ctx, name) if sb.encrypted else None)
         omap = ObjectMap(c.blocks, ctx.cache, sb.omap_oid, f"{name!r} volume")
         tree = VolumeTree(c.blocks, ctx.cache, sb, omap, c.superblock.xid, repr(name), cipher=cipher)
         return ApfsFilesystem(tree, self._details(entry))
@@ -64,7 +80,9 @@ class ApfsContainer(VolumeSet):
         return VolumeCipher(c.blocks, ctx.cache, key)
 
     def empty_reason(self) -> str:
-        return "" if self.container.volumes else "the APFS container holds no volume"
+        if not self.container.volumes:
+            return "the APFS container holds no volume"
+        return "no APFS volume could be opened: " + "; ".join(self._failures) if self._failures else ""
 
     def describe(self) -> dict[str, Any]:
         sb = self.container.superblock
