@@ -202,3 +202,29 @@ def take_snapshot_and_change(c: Container, name: str, gone: str, changed: str, n
     struct.pack_into("<Q", top, 96, new + 1)  # nx_next_xid
     c.put(0, top)
     return old
+
+
+def add_volume(c: Container, name: str, role: int) -> int:
+    """A second volume in ``nx_fs_oid``: a copy of the first one's superblock under a new virtual id, with
+    ``name`` and ``role``; it shares the first volume's object map and tree (enough for reading). Returns
+    its virtual id."""
+    first = c.volume_block()
+    block, = c.free_blocks(1)
+    oid = c.u64(0, 184) + 1000
+    sb = c.block(first)
+    struct.pack_into("<Q", sb, 8, oid)
+    sb[704:960] = name.encode().ljust(256, b"\0")
+    struct.pack_into("<H", sb, 964, role)
+    struct.pack_into("<I", sb, 36, 1)  # apfs_fs_index
+    c.put(block, sb)
+    omap_root = c.container_omap_root()
+    omap = c.leaf(omap_root)
+    omap.entries = sorted([*omap.entries, (struct.pack("<QQ", oid, c.xid), struct.pack("<IIQ", 0, BLOCK, block))],
+                          key=lambda e: struct.unpack("<QQ", e[0]))
+    c.put_leaf(omap_root, omap, omap_root, OBJ.unpack_from(omap.block)[2])
+    for n in [0] + [b for b in range(1, c.block_count) if c.block(b)[32:36] == b"NXSB"]:
+        top = c.block(n)
+        struct.pack_into("<Q", top, 184 + 8, oid)  # nx_fs_oid[1]
+        struct.pack_into("<I", top, 180, max(2, struct.unpack_from("<I", top, 180)[0]))  # nx_max_file_systems
+        c.put(n, top)
+    return oid

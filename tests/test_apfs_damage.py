@@ -23,7 +23,7 @@ import pytest
 from apfs_editor import BLOCK, Container, take_snapshot_and_change
 from apfslib import FSX, apfs_filesystems, imgfs_listing, sha256
 from conftest import read_errno
-from corpuslib import CORPUS, mount_refusal
+from corpuslib import CORPUS, info_layers, mount_refusal
 
 from imgfs.errors import CorruptImage, EncryptedImage, ImageError, UnsupportedFormat
 
@@ -237,3 +237,35 @@ def test_mount_refusals_are_one_line(damage: str, many: Path, encrypted: Path, t
         image, env, words = encrypted, {**os.environ, "IMGFS_PASSPHRASE": "nope"}, "wrong passphrase"
     line = mount_refusal(image, tmp_path / "mnt", env=env)
     assert words in line, line
+
+
+def test_two_volumes_are_two_folders_with_their_roles(tmp_path: Path, mount) -> None:
+    from apfs_editor import add_volume
+
+    c = Container(bare_container(tmp_path, {"a.txt": b"a\n"}))
+    add_volume(c, "Data", 1 << 6)  # APFS_VOL_ROLE_DATA
+    image = c.save(tmp_path / "two.img")
+    with mount(image) as root:
+        assert sorted(os.listdir(root)) == ["1 Snappy", "2 Data"]
+        assert (root / "2 Data" / "a.txt").read_bytes() == b"a\n"
+    layers = info_layers(image)
+    roles = {layer["label"]: layer["roles"] for layer in layers if layer.get("filesystem") == "apfs"}
+    assert roles == {"Snappy": [], "Data": ["Data"]}
+
+
+@pytest.mark.parametrize("kind", ["sparseimage", "sparsebundle"])
+def test_apfs_inside_apple_sparse_images(kind: str, tmp_path: Path, mount) -> None:
+    from applewriter import write_sparsebundle, write_sparseimage
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "inside.txt").write_bytes(b"in a sparse image\n")
+    disk = tmp_path / "disk.dmg"
+    import subprocess
+
+    subprocess.run([FSX, "create", "dmg", "--fs", "apfs", "--format", "UDRW", "--layout", "GPT", "-f", str(disk),
+                    str(src)], check=True, capture_output=True)  # UDRW: a raw GPT disk
+    image = tmp_path / f"disk.{kind}"
+    (write_sparseimage if kind == "sparseimage" else write_sparsebundle)(image, disk.read_bytes())
+    with mount(image) as root:
+        assert (root / "inside.txt").read_bytes() == b"in a sparse image\n"
