@@ -9,7 +9,7 @@ Each run, warm page cache:
 * mount ready (mount command + first `ls`) of the UDRO and ULFO DMGs;
 * `find` and `ls -lR` over the UDRO mount against the same tree on ISO, both mounted by imgfs;
 * /bigfile read sequentially (128 KiB reads) from the UDRO mount against a raw pread of its extents in
-  the UDRW disk (the same bytes, read straight from the file);
+  the UDRW disk (the same bytes, read straight from the file), warm and (as root) cold;
 * /bigfile from the ULFO mount against `7zz e -so` and `fs-explorer cat` of the same file;
 * the daemon's peak RSS (VmHWM) after all of that, on the UDRO and the ULFO mounts.
 """
@@ -125,11 +125,12 @@ def listing_s(command: list[str]) -> float:
 
 
 def one_run(s: ApfsSet, python: str, member: Optional[str], log: Callable[[str], None]) -> dict:
-    run: dict = {k: {} for k in ("udro.ready_s", "ulfo.ready_s", "find", "ls_lR", "seq", "ulfo_seq",
+    run: dict = {k: {} for k in ("udro.ready_s", "ulfo.ready_s", "find", "ls_lR", "seq", "seq_cold", "ulfo_seq",
                                  "udro.rss", "ulfo.rss")}
     for path in (s.udrw, s.udro, s.ulfo, s.iso):
         images.warm(path)
     with mounted(IMGFS, s.iso) as iso:
+        run["udro.ready_s"][ISO] = iso.ready_s
         run["find"][ISO] = listing_s(["find", str(iso.path)])
         run["ls_lR"][ISO] = listing_s(["ls", "-lR", str(iso.path)])
     with mounted(IMGFS, s.udro) as mount:
@@ -139,6 +140,13 @@ def one_run(s: ApfsSet, python: str, member: Optional[str], log: Callable[[str],
         run["seq"][IMGFS] = ranges_mb_s(mount.path / BIG_NAME, ((0, s.big_size),), SEQ_BLOCK)
         run["udro.rss"][IMGFS] = mount.rss_peak_mib()
     run["seq"][RAW] = ranges_mb_s(s.udrw, s.big_ranges, SEQ_BLOCK)
+    if os.geteuid() == 0:  # cold: both from the disk, page cache emptied before each
+        images.drop_caches()
+        run["seq_cold"][RAW] = ranges_mb_s(s.udrw, s.big_ranges, SEQ_BLOCK)
+        with mounted(IMGFS, s.udro) as mount:
+            images.drop_caches()
+            run["seq_cold"][IMGFS] = ranges_mb_s(mount.path / BIG_NAME, ((0, s.big_size),), SEQ_BLOCK)
+        images.warm(s.ulfo)
     with mounted(IMGFS, s.ulfo) as mount:
         run["ulfo.ready_s"][IMGFS] = mount.ready_s
         run["ulfo_seq"][IMGFS] = ranges_mb_s(mount.path / BIG_NAME, ((0, s.big_size),), SEQ_BLOCK)
@@ -191,25 +199,28 @@ def goals(medians: dict, ratios: dict, cache_mib: float) -> dict[str, tuple[str,
         r = ratios[key][ISO]
         out[key] = (f"≤ {LISTING_TARGET}× the ISO's time", r <= LISTING_TARGET,
                     "" if r <= LISTING_TARGET else f"{r:.2f}× the ISO's time")
-    r = ratios["seq"][RAW]
-    out["seq"] = (f"≥ {RAW_TARGET}× raw", r >= RAW_TARGET, "" if r >= RAW_TARGET else f"{r:.2f}× raw")
+    for key in ("seq", "seq_cold"):
+        if RAW in ratios.get(key, {}):
+            r = ratios[key][RAW]
+            out[key] = (f"≥ {RAW_TARGET}× raw", r >= RAW_TARGET, "" if r >= RAW_TARGET else f"{r:.2f}× raw")
     peers = [ratios["ulfo_seq"][p] for p in (SEVENZIP, FSX) if p in ratios["ulfo_seq"]]
     if peers:
         r = min(peers)
         out["ulfo_seq"] = (f"≥ {PEER_TARGET}× the faster peer", r >= PEER_TARGET,
                            "" if r >= PEER_TARGET else f"{r:.2f}× the faster peer")
     for key in ("udro.ready_s", "ulfo.ready_s"):
-        out[key] = ready_verdict(medians[key][IMGFS])
+        out[key] = ready_verdict(medians[key][IMGFS])  # the ISO's, beside it, is no target: a reference
     for key in ("udro.rss", "ulfo.rss"):
         out[key] = rss_verdict(medians[key][IMGFS], cache_mib)
     return out
 
 
-ROWS = (("udro.ready_s", "mount ready, UDRO (mount + first `ls`)", "s"),
+ROWS = (("udro.ready_s", "mount ready, UDRO (mount + first `ls`); the ISO's for reference", "s"),
         ("ulfo.ready_s", "mount ready, ULFO", "s"),
         ("find", "`find` over the tree (UDRO), against the same tree on ISO", "s"),
         ("ls_lR", "`ls -lR` over the tree (UDRO), against the same tree on ISO", "s"),
-        ("seq", "/bigfile sequential, 128 KiB reads (UDRO), against raw pread of its extents", "MB/s"),
+        ("seq", "/bigfile sequential, 128 KiB reads (UDRO), against raw pread of its extents, warm", "MB/s"),
+        ("seq_cold", "the same, cold page cache", "MB/s"),
         ("ulfo_seq", "/bigfile from the ULFO DMG, against `7zz e -so` and `fs-explorer cat`", "MB/s"),
         ("udro.rss", "daemon peak RSS after the UDRO workloads", "MiB"),
         ("ulfo.rss", "daemon peak RSS after the ULFO read", "MiB"))

@@ -217,10 +217,11 @@ class BTree:
         found = self.find_le(key)
         return found[1] if found is not None and found[0] == key else None
 
-    def find_many(self, keys: list[Key]) -> dict[Key, Record]:
-        """The records of those of ``keys`` that are in the tree. Sorted keys are found leaf by leaf: a key
-        within the range of the leaf found last is looked for there, without going down from the root."""
-        found: dict[Key, Record] = {}
+    def find_many(self, keys: list[Key]) -> dict[Key, tuple[Record, Optional[Key]]]:
+        """The records of those of ``keys`` that are in the tree, each with the key that follows it in its
+        leaf (None at the end of the leaf). Sorted keys are found leaf by leaf: a key within the range of
+        the leaf found last is looked for there, without going down from the root."""
+        found: dict[Key, tuple[Record, Optional[Key]]] = {}
         leaf: Optional[TreeNode] = None
         leaf_keys: list[Key] = []
         for key in keys:
@@ -231,7 +232,7 @@ class BTree:
                 leaf_keys = self.keys(leaf)
             index = bisect.bisect_left(leaf_keys, key)
             if index < len(leaf_keys) and leaf_keys[index] == key:
-                found[key] = self.record(leaf, index)
+                found[key] = self.record(leaf, index), leaf_keys[index + 1] if index + 1 < len(leaf_keys) else None
         return found
 
     def _leaf_for(self, key: Key) -> Optional[TreeNode]:

@@ -51,6 +51,7 @@ class Handle(NamedTuple):
     private_id: int  # the data stream's id (shared by clones)
     size: int  # the data stream's size
     compressed: bool
+    has_xattrs: Optional[bool] = None  # known from the listing; None: to be looked up
 
 
 class NameMap(dict[str, Node]):
@@ -100,14 +101,14 @@ class ApfsFilesystem(Filesystem):
             name = os.fsdecode(entry.name).replace("/", ":")
             if not name or name in (".", "..") or "\0" in name:
                 continue
-            inode = inodes.get(entry.file_id)
-            if inode is None:
+            found = inodes.get(entry.file_id)
+            if found is None:
                 raise CorruptImage(f"{self.volume.name}: {name!r} names inode {entry.file_id}, which is missing",
                                    layer=LAYER)
-            children[name] = self._node(name, inode, entry.kind)
+            children[name] = self._node(name, found[0], entry.kind, found[1])
         return children
 
-    def _node(self, name: str, inode: rec.Inode, dt: int = 0) -> Node:
+    def _node(self, name: str, inode: rec.Inode, dt: int = 0, has_xattrs: Optional[bool] = None) -> Node:
         mode = inode.mode
         if not stat.S_IFMT(mode):
             mode |= rec.DT_TO_MODE.get(dt, stat.S_IFREG)
@@ -121,7 +122,8 @@ class ApfsFilesystem(Filesystem):
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
             rdev = os.makedev(inode.rdev >> 24 & 0xFF, inode.rdev & 0xFFFFFF)
         nlink = max(1, inode.nlink) if kind != stat.S_IFDIR else max(1, inode.nlink)
-        handle = Handle(inode.ino, inode.private_id, inode.size, inode.compressed and kind == stat.S_IFREG)
+        handle = Handle(inode.ino, inode.private_id, inode.size, inode.compressed and kind == stat.S_IFREG,
+                        has_xattrs)
         return Node(name, mode, size=size, ino=_shown_ino(inode.ino), nlink=nlink, uid=inode.uid, gid=inode.gid,
                     mtime_ns=inode.mtime_ns, atime_ns=inode.atime_ns, ctime_ns=inode.ctime_ns, rdev=rdev,
                     target=target, handle=handle)
@@ -164,7 +166,7 @@ class ApfsFilesystem(Filesystem):
 
     def xattrs(self, node: Node) -> dict[str, bytes]:
         handle = node.handle
-        if not isinstance(handle, Handle) or not (node.is_dir or node.is_file):
+        if not isinstance(handle, Handle) or not (node.is_dir or node.is_file) or handle.has_xattrs is False:
             return {}  # Linux keeps user.* attributes to files and folders
         shown: dict[str, bytes] = {}
         for xattr in self.volume.xattrs(handle.ino):

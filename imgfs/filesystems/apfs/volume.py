@@ -9,17 +9,19 @@ with the volume key (see ``crypto``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.apfs import records as rec
 from imgfs.filesystems.apfs.btree import BTree
-from imgfs.filesystems.apfs.crypto import VolumeCipher
 from imgfs.filesystems.apfs.objects import LAYER, OBJ_PHYSICAL, STORAGE_MASK, Blocks
 from imgfs.filesystems.apfs.omap import ObjectMap
 from imgfs.filesystems.apfs.superblock import VolumeSuperblock
 from imgfs.io.cache import BlockCache, new_cache_id
 from imgfs.io.stream import BytesStream, Extent, ExtentStream, SliceStream, Stream
+
+if TYPE_CHECKING:  # cryptography is imported only when a volume is encrypted: it costs every mount 40 ms
+    from imgfs.filesystems.apfs.crypto import VolumeCipher
 
 MAX_EXTENTS = 1 << 20  # a file this fragmented is damage (or far past what a mount can list)
 
@@ -55,10 +57,14 @@ class VolumeTree:
             raise CorruptImage(f"{self.name}: inode {ino} is missing from the filesystem tree", layer=LAYER)
         return rec.Inode.parse(ino, found.value)
 
-    def inodes(self, inos: list[int]) -> dict[int, rec.Inode]:
-        """The inodes of ``inos`` (a folder's children: mostly neighbours in the tree) that exist."""
+    def inodes(self, inos: list[int]) -> dict[int, tuple[rec.Inode, Optional[bool]]]:
+        """The inodes of ``inos`` (a folder's children: mostly neighbours in the tree) that exist, each with
+        whether it has extended attributes: their records sort right after the inode's, so the next key in
+        its leaf tells (None when the inode ends its leaf)."""
         found = self.tree.find_many(sorted((ino, rec.INODE) for ino in set(inos)))
-        return {key[0]: rec.Inode.parse(key[0], record.value) for key, record in found.items()}
+        return {key[0]: (rec.Inode.parse(key[0], record.value),
+                         None if after is None else after[:2] == (key[0], rec.XATTR))
+                for key, (record, after) in found.items()}
 
     def entries(self, ino: int) -> Iterator[rec.DirEntry]:
         hashed = self.superblock.hashed_names

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from imgfs.errors import ImageError, UnsupportedFormat
-from imgfs.filesystems.apfs import keybag as kb
 from imgfs.filesystems.apfs.container import Container, VolumeEntry
-from imgfs.filesystems.apfs.crypto import VolumeCipher
 from imgfs.filesystems.apfs.objects import LAYER
 from imgfs.filesystems.apfs.omap import ObjectMap
 from imgfs.filesystems.apfs.reader import ApfsFilesystem
@@ -23,6 +21,10 @@ from imgfs.filesystems.apfs.volume import VolumeTree
 from imgfs.io.stream import Stream
 from imgfs.layer import Layer, OpenContext, Volume, VolumeSet
 
+if TYPE_CHECKING:  # cryptography is imported only when a volume is encrypted: it costs every mount 40 ms
+    from imgfs.filesystems.apfs.crypto import VolumeCipher
+    from imgfs.filesystems.apfs.keybag import Entry
+
 
 class ApfsContainer(VolumeSet):
     kind = "apfs"
@@ -30,7 +32,7 @@ class ApfsContainer(VolumeSet):
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         self.container = Container(stream, ctx.cache)
         self.ctx = ctx
-        self._keybag: Optional[list[kb.Entry]] = None
+        self._keybag: Optional[list[Entry]] = None
         self._ciphers: dict[int, VolumeCipher] = {}
         self._failures: list[str] = []  # why volumes did not open: the reason when none did
         volumes = self.container.volumes
@@ -68,6 +70,9 @@ class ApfsContainer(VolumeSet):
         return ApfsFilesystem(tree, self._details(entry))
 
     def _cipher(self, entry: VolumeEntry, ctx: OpenContext, name: str) -> VolumeCipher:
+        from imgfs.filesystems.apfs import keybag as kb
+        from imgfs.filesystems.apfs.crypto import VolumeCipher
+
         c, sb = self.container, entry.superblock
         if not sb.flags & FS_ONEKEY:
             raise UnsupportedFormat(f"APFS volume {name!r} is encrypted per file (hardware encryption, keys held "
