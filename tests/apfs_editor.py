@@ -228,3 +228,25 @@ def add_volume(c: Container, name: str, role: int) -> int:
         struct.pack_into("<I", top, 180, max(2, struct.unpack_from("<I", top, 180)[0]))  # nx_max_file_systems
         c.put(n, top)
     return oid
+
+
+def seal(c: Container) -> None:
+    """The volume made sealed, as a Mac's signed system volume is: its file extents moved out of the
+    filesystem tree into a file-extent tree of their own (``fext_tree_key_t`` -> ``fext_tree_val_t``)."""
+    volume = c.volume_block()
+    fs_oid, fs_block = c.fs_root(volume)
+    tree = c.leaf(fs_block)
+    extents = [(k, v) for k, v in tree.entries if _fs_order((k, v))[1] == FILE_EXTENT]
+    tree.entries = [(k, v) for k, v in tree.entries if _fs_order((k, v))[1] != FILE_EXTENT]
+    xid = OBJ.unpack_from(tree.block)[2]
+    c.put_leaf(fs_block, tree, fs_oid, xid)
+    block, = c.free_blocks(1)
+    template = bytearray(c.leaf(c.volume_omap_root(volume)).block)  # a root leaf of 16-byte keys and values
+    struct.pack_into("<II", template, 24, 0x40000002, 0x1F)  # a physical B-tree of type FEXT_TREE
+    entries = sorted((struct.pack("<QQ", _fs_order((k, v))[0], *struct.unpack_from("<Q", k, 8)), v[:16])
+                     for k, v in extents)
+    c.put_leaf(block, Leaf(bytes(template), entries, True), block, xid)
+    sb = c.block(volume)
+    struct.pack_into("<Q", sb, 56, struct.unpack_from("<Q", sb, 56)[0] | 0x20)  # APFS_INCOMPAT_SEALED_VOLUME
+    struct.pack_into("<QI", sb, 1032, block, 0x40000002)  # apfs_fext_tree_oid, apfs_fext_tree_type
+    c.put(volume, sb)

@@ -269,3 +269,14 @@ def test_apfs_inside_apple_sparse_images(kind: str, tmp_path: Path, mount) -> No
     (write_sparseimage if kind == "sparseimage" else write_sparsebundle)(image, disk.read_bytes())
     with mount(image) as root:
         assert (root / "inside.txt").read_bytes() == b"in a sparse image\n"
+
+
+def test_a_sealed_volume_reads_its_extents_from_their_own_tree(tmp_path: Path) -> None:
+    from apfs_editor import seal
+
+    files = {"one.bin": bytes(range(256)) * 40, "two.txt": b"sealed\n", "sub/three": b"3" * 9000}
+    c = Container(bare_container(tmp_path, files))
+    seal(c)
+    (fs,) = apfs_filesystems(c.save(tmp_path / "sealed.img"))
+    assert fs.describe()["sealed"] is True
+    assert contents(fs) == {f"/{name}": sha256(data) for name, data in files.items()}

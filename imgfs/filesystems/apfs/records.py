@@ -181,9 +181,11 @@ class FileExtent:
 
 
 def parse_extent(key: tuple[int, ...], value: bytes) -> FileExtent:
-    if len(key) < 3 or len(value) < EXTENT_VALUE.size:
+    """A file extent record, or a sealed volume's ``fext_tree_val_t`` (no crypto id)."""
+    if len(key) < 3 or len(value) < 16:
         raise _error(f"file extent record of object {key[0]} too short")
-    length_flags, block, crypto_id = EXTENT_VALUE.unpack_from(value)
+    length_flags, block = struct.unpack_from("<QQ", value)
+    crypto_id = EXTENT_VALUE.unpack_from(value)[2] if len(value) >= EXTENT_VALUE.size else 0
     return FileExtent(key[2], length_flags & EXTENT_LENGTH_MASK, block, crypto_id)
 
 

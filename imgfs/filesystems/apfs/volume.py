@@ -8,6 +8,7 @@ with the volume key (see ``crypto``).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Optional
 
@@ -24,6 +25,12 @@ if TYPE_CHECKING:  # cryptography is imported only when a volume is encrypted: i
     from imgfs.filesystems.apfs.crypto import VolumeCipher
 
 MAX_EXTENTS = 1 << 20  # a file this fragmented is damage (or far past what a mount can list)
+
+
+def _fext_key(data: bytes) -> tuple[int, int]:
+    """A sealed volume's file-extent key: (data stream id, logical address)."""
+    stream_id, logical = struct.unpack_from("<QQ", data)
+    return stream_id, logical
 
 
 class VolumeTree:
@@ -44,6 +51,11 @@ class VolumeTree:
                           f"{name} filesystem", rec.fs_key, resolve=None if physical else self._resolve,
                           decrypt=cipher.decrypt_metadata if cipher else None, verify=verify)
         self.stream_cache_id = new_cache_id()
+        # a sealed volume (a Mac's signed system volume) keeps its files' extents in a tree of their own
+        self.fext: Optional[BTree] = None
+        if superblock.sealed and superblock.fext_tree_oid:
+            self.fext = BTree(blocks, cache, new_cache_id(), superblock.fext_tree_oid, f"{name} file extents",
+                              _fext_key, verify=verify)
 
     def _resolve(self, oid: int) -> tuple[int, bool]:
         mapping = self.omap.resolve(oid, self.xid, f"{self.name} filesystem tree")
@@ -79,8 +91,9 @@ class VolumeTree:
 
     def extents(self, stream_id: int) -> list[rec.FileExtent]:
         found = []
-        for key, record in self.tree.records((stream_id, rec.FILE_EXTENT)):
-            found.append(rec.parse_extent(key, record.value))
+        tree, prefix = (self.fext, (stream_id,)) if self.fext is not None else (self.tree, (stream_id, rec.FILE_EXTENT))
+        for key, record in tree.records(prefix):
+            found.append(rec.parse_extent((key[0], rec.FILE_EXTENT, key[-1]), record.value))
             if len(found) > MAX_EXTENTS:
                 raise CorruptImage(f"{self.name}: data stream {stream_id} has more than {MAX_EXTENTS} extents",
                                    layer=LAYER)
