@@ -118,12 +118,25 @@ class _Cursor:
             if value != REPEAT:
                 return total
 
-    def take(self, where: str, count: int) -> bytes:
-        start = getattr(self, where)
+    def literals(self, count: int) -> bytes:
+        start = self.literal
         if start + count > self.end:
-            raise ValueError(f"the chunk ends inside its {where}")
-        setattr(self, where, start + count)
+            raise ValueError("the chunk ends inside its literals")
+        self.literal = start + count
         return self.chunk[start : start + count]
+
+    def next_period(self, count: int) -> int:
+        start = self.periods
+        if start + count > self.end:
+            raise ValueError("the chunk ends inside its periods")
+        self.periods = start + count
+        return int.from_bytes(self.chunk[start : start + count], "little")
+
+    def next_bitmap(self) -> int:
+        if self.bitmaps >= self.end:
+            raise ValueError("the chunk ends inside its bitmaps")
+        self.bitmaps += 1
+        return self.chunk[self.bitmaps - 1]
 
 
 def _chunk(chunk: bytes, plain: int, out: bytearray) -> None:
@@ -139,9 +152,9 @@ def _chunk(chunk: bytes, plain: int, out: bytearray) -> None:
             if number >= TABLE_BASE:
                 bitmap, period_bytes = table[number - TABLE_BASE]
             else:
-                bitmap, period_bytes = cursor.take("bitmaps", 1)[0], number
+                bitmap, period_bytes = cursor.next_bitmap(), number
             if period_bytes:
-                period = int.from_bytes(cursor.take("periods", period_bytes), "little")
+                period = cursor.next_period(period_bytes)
             if period == 0:
                 raise ValueError("a period of 0")
             _apply(bitmap, period, cursor, out, goal)
@@ -156,7 +169,7 @@ def _apply(bitmap: int, period: int, cursor: _Cursor, out: bytearray, goal: int)
         if count <= 0:
             return
         if literal:
-            out += cursor.take("literal", count)
+            out += cursor.literals(count)
             continue
         start = len(out) - period
         if start < 0:
