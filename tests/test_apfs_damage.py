@@ -280,3 +280,22 @@ def test_a_sealed_volume_reads_its_extents_from_their_own_tree(tmp_path: Path) -
     (fs,) = apfs_filesystems(c.save(tmp_path / "sealed.img"))
     assert fs.describe()["sealed"] is True
     assert contents(fs) == {f"/{name}": sha256(data) for name, data in files.items()}
+
+
+def test_verify_finds_a_damaged_leaf_that_the_mount_only_shows_as_eio(many: Path, tmp_path: Path) -> None:
+    from conftest import run_imgfs
+
+    (fs,) = apfs_filesystems(many)
+    tree = fs.volume.tree
+    leaf = tree.child(tree.root, 1)  # the second leaf: files of the folder "many"
+    c = Container(many)
+    block = c.block(leaf.paddr)
+    block[200] ^= 0xFF
+    c.put(leaf.paddr, block, checksum=False)
+    image = c.save(tmp_path / "bad-leaf.img")
+    done = run_imgfs("verify", str(image))
+    assert done.returncode != 0 and "checksum" in done.stdout + done.stderr, done.stdout + done.stderr
+    (fs,) = apfs_filesystems(image)
+    assert fs.open(fs.children(fs.children(fs.root)["small"])["ok.txt"]).pread(0, 99) == b"still readable\n"
+    with pytest.raises(CorruptImage, match="checksum"):
+        fs.children(fs.children(fs.root)["many"])

@@ -269,6 +269,21 @@ class BTree:
             if stop[0]:
                 return
 
+    def check_all(self, problems: list[str], limit: int = 100) -> int:
+        """Every node of the tree read and checked (checksum, header, bounds, levels); one line per damaged
+        subtree into ``problems`` (at most ``limit``). Returns the number of nodes read."""
+        count = 0
+        stack = [self.root]
+        while stack and len(problems) < limit:
+            node = stack.pop()
+            count += 1
+            for i in range(len(node.entries)) if not node.is_leaf else ():
+                try:
+                    stack.append(self.child(node, i))
+                except CorruptImage as exc:
+                    problems.append(str(exc))
+        return count
+
     def all_records(self) -> Iterator[tuple[Key, Record]]:
         """Every leaf record in key order (small trees: the snapshot metadata tree)."""
         yield from self._all(self.root)

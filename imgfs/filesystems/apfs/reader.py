@@ -35,7 +35,7 @@ from imgfs.filesystems.apfs.snapshots import snapshot_tree, snapshots
 from imgfs.filesystems.apfs.volume import VolumeTree
 from imgfs.filesystems.base import MAX_INO, Filesystem, Node
 from imgfs.io.stream import Stream
-from imgfs.layer import View
+from imgfs.layer import Progress, View, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class NameMap(dict[str, Node]):
 class ApfsFilesystem(Filesystem):
     kind = "apfs"
     has_xattrs = True
+    checks = "Fletcher-64 checksums of every node of the volume's filesystem tree"
 
     def __init__(self, tree: VolumeTree, details: Optional[dict[str, Any]] = None) -> None:
         super().__init__()
@@ -178,6 +179,14 @@ class ApfsFilesystem(Filesystem):
             if value is not None:
                 shown.setdefault(xattr.name if xattr.name.startswith(SHOWN_AS_IS) else "user." + xattr.name, value)
         return shown
+
+    def verify(self, progress: Progress = no_progress) -> list[str]:
+        problems: list[str] = []
+        trees = [self.volume.tree] + ([self.volume.fext] if self.volume.fext is not None else [])
+        for tree in trees:
+            count = tree.check_all(problems)
+            progress(f"{self.label}: {tree.name} B-tree", count, count)
+        return problems
 
     def views(self) -> Sequence[View]:
         """Each snapshot's tree, read-only as all is: ``snapshots/VOLUME/SNAPSHOT NAME``."""
