@@ -128,6 +128,8 @@ FORMATS: tuple[Format, ...] = (
            opener="imgfs.containers.dmg.encrypted:open_encrypted"),
     Format("sparseimage", "Apple sparse disk image (.sparseimage)", "container", (Magic(0, b"sprs"),),
            opener="imgfs.containers.sparse:open_sparseimage"),
+    Format("asif", "Apple sparse image (ASIF, macOS 26)", "container", (Magic(0, b"shdw"),),
+           opener="imgfs.containers.asif:open_asif"),
     Format("udif", "Apple disk image (UDIF .dmg)", "container", (Magic(-512, b"koly"), Magic(0, b"koly")),
            opener="imgfs.containers.dmg:open_udif", probe=_probe("imgfs.containers.dmg")),
     # A Mac file's two forks in one (AppleSingle; an AppleDouble header file alone is refused, naming the file it
@@ -145,11 +147,6 @@ FORMATS: tuple[Format, ...] = (
            probe=_probe("imgfs.containers.ndif")),
     Format("smi", "self-mounting image without its resource fork (PowerPC code, then the disk)", "container",
            (Magic(0, b"Joy!peff"),), opener="imgfs.containers.smi:open_smi"),
-    # No magic number: their headers' fields must agree with each other and with the file's size.
-    Format("macbinary", "MacBinary file (a Mac file's forks in one)", "container", (),
-           opener="imgfs.containers.macbinary:open_macbinary", probe=_probe("imgfs.containers.macbinary")),
-    Format("dc42", "Disk Copy 4.2 image", "container", (Magic(82, b"\x01\x00"),),
-           opener="imgfs.containers.dc42:open_dc42", probe=_probe("imgfs.containers.dc42")),
     Format("nrg", "Nero image (.nrg)", "container", (Magic(-12, b"NER5"), Magic(-8, b"NERO")),
            opener="imgfs.containers.optical.nrg:open_nrg", probe=_probe("imgfs.containers.optical.nrg")),
     Format("mds", "Alcohol 120% media descriptor (.mds/.mdf)", "container", (Magic(0, b"MEDIA DESCRIPTOR"),),
@@ -160,6 +157,11 @@ FORMATS: tuple[Format, ...] = (
            probe=_probe("imgfs.containers.optical.cue")),
     Format("raw-sectors", "raw CD sectors (2352/2448 bytes) without a sheet", "container", (Magic(0, SYNC),),
            opener="imgfs.containers.optical.raw:open_raw_sectors", probe=_probe("imgfs.containers.optical.raw")),
+    # No magic number: their headers' fields must agree with each other and with the file's size.
+    Format("macbinary", "MacBinary file (a Mac file's forks in one)", "container", (),
+           opener="imgfs.containers.macbinary:open_macbinary", probe=_probe("imgfs.containers.macbinary")),
+    Format("dc42", "Disk Copy 4.2 image", "container", (Magic(82, b"\x01\x00"),),
+           opener="imgfs.containers.dc42:open_dc42", probe=_probe("imgfs.containers.dc42")),
     Format("iso9660", "ISO 9660 filesystem", "filesystem", (Magic(32769, b"CD001"),),
            opener="imgfs.filesystems.optical:open_disc_filesystem", namespaces=DISC_NAMESPACES),
     Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
@@ -186,7 +188,8 @@ FORMATS: tuple[Format, ...] = (
     # refuses a wrapper too, so that the rule holds whatever the order).
     Format("hfs", "classic HFS (Mac OS Standard) filesystem", "filesystem", (Magic(1024, b"BD"),),
            opener="imgfs.filesystems.hfs:HfsFilesystem", probe=_probe("imgfs.filesystems.hfs"), namespaces=("hfs",)),
-    Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
+    Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), opener="imgfs.filesystems.apfs:open_apfs",
+           probe=_probe("imgfs.filesystems.apfs")),
     Format("xz", "xz-compressed file", "wrapper", (Magic(0, b"\xfd7zXZ\x00"),), hint="decompress it first (unxz)"),
     Format("gzip", "gzip-compressed file", "wrapper", (Magic(0, b"\x1f\x8b"),), hint="decompress it first (gunzip)"),
     Format("bzip2", "bzip2-compressed file", "wrapper", (Magic(0, b"BZh"),), hint="decompress it first (bunzip2)"),

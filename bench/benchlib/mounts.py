@@ -21,7 +21,8 @@ from typing import Optional
 
 from benchlib import subject
 
-MOUNT_ROOT = Path("/tmp/imgfs-bench-mnt")
+# IMGFS_BENCH_MNT: a folder of its own, for a run beside another one (each unmounts what it finds there)
+MOUNT_ROOT = Path(os.environ.get("IMGFS_BENCH_MNT", "/tmp/imgfs-bench-mnt"))
 FUSE_READERS = ("imgfs", "fuseiso")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from imgfs.containers.optical import cue
 from imgfs.containers.optical.files import resolve, sibling
 from imgfs.errors import ImageError
 
@@ -40,6 +39,10 @@ def sheet_for(path: str) -> Optional[str]:
 
 def names(sheet: str, path: str) -> bool:
     """Whether the cue sheet ``sheet`` has a FILE line for ``path``."""
+    # Imported here: this module runs on every mount, and the cue reader (with the disc model) is needed
+    # only when a sheet lies beside the image.
+    from imgfs.containers.optical import cue
+
     try:
         files = cue.data_files(sheet)
     except (OSError, ImageError):
