@@ -1,8 +1,9 @@
 """The sheet that describes a data file: mounting ``Game.bin`` mounts what ``Game.cue`` beside it describes.
 
 The registry's sheet finder. A sheet with the data file's stem and a sheet extension (.cue, .ccd, .mds,
-any letter case) describes it (a cue sheet only when one of its FILE lines names it); failing that, any
-cue sheet in the folder that names it does (redump's ``Game (Track 1).bin`` is named by ``Game.cue``).
+any letter case) describes it (a cue sheet only when one of its FILE lines names it, or when it names one
+data file that is missing and this file is the one renamed data file beside it); failing that, any cue sheet
+in the folder that names it does (redump's ``Game (Track 1).bin`` is named by ``Game.cue``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def names(sheet: str, path: str) -> bool:
     target = os.path.realpath(path)
     for name in files:
         try:
-            if os.path.realpath(resolve(sheet, name)) == target:
+            if os.path.realpath(resolve(sheet, name, renamed=len(files) == 1, warn=False)) == target:
                 return True
         except ImageError:
             continue
