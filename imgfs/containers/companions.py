@@ -103,13 +103,8 @@ def probe_lost_fork(stream: Stream) -> bool:
 
 
 def refuse_lost_fork(stream: Stream, ctx: OpenContext) -> Stream:
-    if ctx.namespace != "auto":  # detection skipped what does not offer that namespace: say what it holds
-        from imgfs import registry  # a refusal only: the registry is not needed to open anything
-
-        held = registry.detect(stream, registry.KINDS)
-        if held.name != "lost-fork":
-            raise UnsupportedFormat(f"{stream.name} has no {ctx.namespace} side: it holds {held.description} "
-                                    f"(namespace= can be {', '.join(held.namespaces) or 'auto'})")
+    if ctx.namespace != "auto":  # detection skipped what does not offer that namespace: that is the reason
+        raise UnsupportedFormat(f"{stream.name} has no {ctx.namespace} side (namespace=auto shows what it holds)")
     raise UnsupportedFormat(f"no known image format in {stream.name}; if it is a Disk Copy 6 (NDIF) image, its chunk "
                             f"table is in its resource fork, which is missing{where_looked(stream.name)}",
                             layer="ndif")
