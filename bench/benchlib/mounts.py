@@ -2,9 +2,8 @@
 
 Every measurement of a FUSE reader gets its own mount: the kernel keeps a mounted file's pages
 (imgfs asks for kernel_cache), so a second read on the same mount would measure memory, not the
-daemon. Mount points live under one directory per run (named by its process id), so that a run killed
-with SIGKILL leaves nothing that the next run cannot find and unmount, and so that a run never unmounts
-what another run, still alive, is measuring.
+daemon. Mount points live under one directory, so that a run killed with SIGKILL leaves nothing
+that the next run cannot find and unmount.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from typing import Optional
 
 from benchlib import subject
 
-MOUNT_BASE = Path("/tmp/imgfs-bench-mnt")
-MOUNT_ROOT = MOUNT_BASE / str(os.getpid())  # this run's mount points
+# IMGFS_BENCH_MNT: a folder of its own, for a run beside another one (each unmounts what it finds there)
+MOUNT_ROOT = Path(os.environ.get("IMGFS_BENCH_MNT", "/tmp/imgfs-bench-mnt"))
 FUSE_READERS = ("imgfs", "fuseiso")
 
 
@@ -152,51 +151,13 @@ def wait_for_exit(pid: int, timeout: float = 10.0) -> None:
 
 
 def unmount_stale(log) -> None:
-    """Mounts left under MOUNT_BASE by runs that were killed before they could clean up, and this run's own.
-
-    A folder named after a run that is still alive is left alone; so are mount points directly under
-    MOUNT_BASE, which older versions of this script made, while any other bench/run is alive."""
-    others_alive = _other_runs()
+    """Mounts left under MOUNT_ROOT by a run that was killed before it could clean up."""
     with open("/proc/mounts") as f:
-        mounted_now = [Path(line.split()[1]) for line in f if line.split()[1].startswith(f"{MOUNT_BASE}/")]
-    for mnt in mounted_now:
-        owner = mnt.relative_to(MOUNT_BASE).parts[0]
-        if owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner)):
-            continue  # another run's, still measuring
-        if not owner.isdigit() and others_alive:
-            continue
+        stale = [Path(line.split()[1]) for line in f if line.split()[1].startswith(f"{MOUNT_ROOT}/")]
+    for mnt in stale:
         log(f"unmounting stale {mnt}")
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], stderr=subprocess.DEVNULL)
-    for folder in _run_folders():
-        if int(folder.name) == os.getpid() or not _alive(int(folder.name)):
-            for leftover in folder.iterdir():
-                if not is_mounted(leftover):
-                    remove_mount_point(leftover)
-            remove_mount_point(folder)
-
-
-def _other_runs() -> bool:
-    """Is another bench/run process alive (of any version: older ones keep no folder of their own)?"""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(arg.endswith(b"bench/run") for arg in argv):
-                return True
-    return False
-
-
-def _run_folders() -> list[Path]:
-    return [d for d in MOUNT_BASE.iterdir() if d.name.isdigit() and d.is_dir()] if MOUNT_BASE.exists() else []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    if MOUNT_ROOT.exists():
+        for leftover in MOUNT_ROOT.iterdir():
+            if not is_mounted(leftover):
+                remove_mount_point(leftover)
