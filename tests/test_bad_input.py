@@ -66,8 +66,19 @@ def test_empty_file(tmp_path):
 
 
 def test_random_bytes(tmp_path):
-    (tmp_path / "random.iso").write_bytes(pseudo_random(1 << 20, 8))
-    assert_one_clear_line(try_mount(tmp_path / "random.iso", tmp_path), "no known image format", "iso9660")
+    """One short line: the file, its size, and where to see what was tried; ``info -v`` lists it, readably."""
+    image = tmp_path / "random.iso"
+    image.write_bytes(pseudo_random(1 << 20, 8))
+    done = try_mount(image, tmp_path)
+    assert_one_clear_line(done, f"no known image format in {image} (1,048,576 bytes)", f"`imgfs info -v {image}`")
+    assert len(done.stderr) < 120 + 2 * len(str(image)), done.stderr
+    verbose = run_imgfs("info", "-v", str(image))
+    assert verbose.returncode == 1 and verbose.stderr.count("\n") == 1
+    tried = verbose.stdout[verbose.stdout.index("What was tried"):].splitlines()[1:]
+    assert [line.split()[0] for line in tried][:3] == ["encrcdsa", "cdsaencr", "sparseimage"]
+    assert any(line.split()[0] == "iso9660" and line.endswith("'CD001' at byte 32769 not found") for line in tried)
+    assert any(line.split()[0] == "mbr" and line.endswith("'U\\xaa' at byte 510 not found") for line in tried)
+    assert verbose.stdout.isascii()  # magic bytes escaped, not printed as Latin-1 garbage
 
 
 def test_missing_mount_point(good_iso, tmp_path):
