@@ -11,7 +11,8 @@ VENV ?= /opt/imgfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 xorriso genisoimage python3-venv xz-utils bzip2 gzip util-linux \
 	dosfstools mtools exfatprogs exfat-fuse e2fsprogs fdisk gdisk gcc libc6-dev attr \
-	udftools udfclient bchunk iat nrg2iso ccd2iso mdf2iso 7zip dmg2img libcdio-utils
+	udftools udfclient bchunk iat nrg2iso ccd2iso mdf2iso 7zip dmg2img libcdio-utils \
+	wimtools ntfs-3g
 BIN := $(VENV)/bin
 
 .PHONY: deps install test demo lint bench clean

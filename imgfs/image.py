@@ -158,8 +158,8 @@ class _Assembly:
                 details["shown_as"] = _folder(volume, fs)
             opened.append((volume, fs, details))
         readable = [fs for _, fs, _ in opened if fs is not None]
-        if len(readable) == 1 and (len(found) == 1 or self.ctx.namespace != "auto"):
-            return readable[0]  # a set of one volume, or the one side of a hybrid that namespace= asked for
+        if len(readable) == 1 and (len(found) == 1 or self.ctx.namespace in readable[0].namespaces):
+            return readable[0]  # a set of one volume, or the side of a hybrid disc that namespace= asked for
         top = VirtualFilesystem(sum(v.stream.size for v in found if v.stream is not None), self.mtime)
         for volume, fs, details in opened:
             if fs is not None:

@@ -16,14 +16,10 @@ from typing import Callable, Optional
 
 import lzfse
 
-from imgfs.codecs import adc
+from imgfs.codecs import DecodeError, adc
 from imgfs.containers.dmg.structs import ADC, BZIP2, LZFSE, LZMA, ZLIB
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
-
-
-class DecodeError(ValueError):
-    """The chunk's bytes do not decode to its stated size; the caller adds where it is."""
 
 
 def decode(kind: int, data: bytes, size: int) -> bytes:

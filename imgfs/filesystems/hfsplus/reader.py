@@ -117,6 +117,8 @@ class NameMap(dict[str, Node]):
 class HfsPlusFilesystem(Filesystem):
     kind = "hfs+"
     has_xattrs = True
+    namespaces = ("hfsplus",)  # the Apple side of an ISO 9660 + HFS+ hybrid disc (-o namespace=hfsplus)
+    namespace = "hfsplus"
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
