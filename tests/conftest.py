@@ -95,9 +95,9 @@ def tree_entries(root: Path) -> dict[str, os.stat_result]:
 def compare_trees(source: Path, mounted_root: Path, *, modes: bool = True, owners: bool = True,
                   nlink: bool = True, mtime: bool = True, hardlinks: bool = True,
                   rename: Optional[dict[str, str]] = None, ignore: frozenset[str] = frozenset()) -> int:
-    """Assert that the mounted tree shows exactly the source tree, but for top-level names in ``ignore``
-    (a filesystem's own, like ext's lost+found); returns the number of entries."""
-    want = tree_entries(source)
+    """Assert that the mounted tree shows exactly the source tree, but for top-level names in ``ignore`` on
+    either side (a filesystem's own, like ext's lost+found); returns the number of entries."""
+    want = {path: st for path, st in tree_entries(source).items() if path.split("/")[0] not in ignore}
     if rename:
         want = {rename.get(path, path): st for path, st in want.items()}
     got = {path: st for path, st in tree_entries(mounted_root).items() if path.split("/")[0] not in ignore}

@@ -280,7 +280,7 @@ class Extraction:
             os.mknod(name, mode, node.rdev, dir_fd=dir_fd)
         if IS_ROOT and node.uid is not None and (node.uid, node.gid) != USER:
             os.chown(name, node.uid, node.gid if node.gid is not None else -1, dir_fd=dir_fd, follow_symlinks=False)
-        if not node.is_symlink and entry.fs.has_xattrs:
+        if entry.fs.has_xattrs:
             self._xattrs(node, entry.fs, entry.shown, os.path.join(self.folders[entry.parent], name))
         os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
@@ -328,7 +328,10 @@ class Extraction:
             return
         for key, value in attributes.items():
             try:
-                os.setxattr(target, key, value, follow_symlinks=False)
+                if isinstance(target, int):
+                    os.setxattr(target, key, value)
+                else:
+                    os.setxattr(target, key, value, follow_symlinks=False)
             except OSError as exc:
                 self._skip("extended attributes left out: the destination does not keep them"
                            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) else

@@ -15,7 +15,7 @@ from imgfs.cli.text import duration, human_size
 from imgfs.layer import Progress, no_progress
 
 REDRAW_SECONDS = 0.1
-WARM_UP_SECONDS = 0.5  # quick work shows no line at all: a progress bar that flashes is noise
+WARM_UP_SECONDS = 0.25  # quick work shows no line at all: a progress bar that flashes is noise
 
 
 def terminal_progress(stream: Optional[TextIO] = None) -> Progress:
