@@ -129,6 +129,7 @@ class Extraction:
             elif self._check(entry):
                 files = [entry]
         self.total_size = sum(e.node.size for e in files)
+        self.progress("extracting", 0, self.total_size)  # the clock starts
         umask = os.umask(0)  # the image's modes, exactly
         try:
             self._write_files(files)
