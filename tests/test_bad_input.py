@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,22 @@ def test_iso_truncated_in_the_middle_of_its_directory_tree(good_iso, tmp_path):
     truncated = tmp_path / "truncated.iso"
     truncated.write_bytes(image[: extent * 2048 + 100])
     assert_one_clear_line(try_mount(truncated, tmp_path), "truncated", "iso9660")
+
+
+def test_iso_truncated_before_its_root_directory(tmp_path):
+    """genisoimage writes the path tables before the directories: cut there, the root is named as such."""
+    src = tmp_path / "src"
+    write_file(src / "a" / "f.txt", b"hi\n")
+    full = tmp_path / "full.iso"
+    subprocess.run(["genisoimage", "-quiet", "-R", "-J", "-o", str(full), str(src)], check=True, capture_output=True)
+    data = full.read_bytes()
+    root_extent, _ = record_fields(data, 16 * 2048 + 156)
+    truncated = tmp_path / "truncated.iso"
+    truncated.write_bytes(data[: root_extent * 2048])
+    done = run_imgfs("ls", str(truncated))
+    assert_one_clear_line(done, f"iso9660: the image is truncated: it ends at byte {root_extent * 2048}, before the "
+                          "root directory")
+    assert "\\x00" not in done.stderr
 
 
 def patch_root_records(image: Path, **fields: int) -> None:

@@ -169,7 +169,7 @@ def mounts_of(image: str) -> list[MountEntry]:
 
 
 def close(target: str) -> int:
-    entry = entry_at(target) if os.path.isdir(target) or is_dead(target) else None
+    entry = entry_at(target)
     if entry is not None and not entry.is_imgfs:
         return fail(f"{target} is a {entry.fstype} mount, not an imgfs mount: umount(8) unmounts it")
     entries = [entry] if entry is not None else mounts_of(target) if os.path.exists(target) else []

@@ -27,7 +27,7 @@ from imgfs.errors import EncryptedImage, ImageError
 from imgfs.options import parse_options
 
 HIDDEN = ("layer", "description", "shown_as")  # shown in the heading
-MIN_FREE_SIZE = 1 << 20  # free space smaller than this is alignment, not worth a block of the bar
+MIN_FREE_SIZE = 1 << 20  # free space up to this is alignment, not worth a block of the bar
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -181,11 +181,11 @@ def _layout_bar(key: str, records: list[dict[str, Any]], disk_size: Optional[int
     end = disk_size if isinstance(disk_size, int) else max(r["start"] + r["size"] for r in spans)
     blocks, position = [], 0
     for record in sorted(spans, key=lambda r: r["start"]):
-        if record["start"] - position >= MIN_FREE_SIZE:
+        if record["start"] - position > MIN_FREE_SIZE:
             blocks.append(f"[free {human_size(record['start'] - position)}]")
         blocks.append(f"[{_block_name(key, record, below)}{human_size(record['size'])}]")
         position = max(position, record["start"] + record["size"])
-    if end - position >= MIN_FREE_SIZE:
+    if end - position > MIN_FREE_SIZE:
         blocks.append(f"[free {human_size(end - position)}]")
     return "".join(blocks)
 

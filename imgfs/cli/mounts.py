@@ -93,8 +93,10 @@ def imgfs_mounts() -> list[MountEntry]:
 
 
 def is_dead(path: str) -> bool:
+    """Whether ``path`` is a FUSE mount whose daemon has gone. ``statfs`` always asks the daemon: ``stat``
+    may be answered from the kernel's attribute cache for a while after the daemon died."""
     try:
-        os.stat(path)
+        os.statvfs(path)
     except OSError as exc:
         return exc.errno in DEAD
     return False
@@ -102,27 +104,24 @@ def is_dead(path: str) -> bool:
 
 def prepare_mountpoint(path: str) -> None:
     """Refuse, in one line, a folder that cannot take the mount; clear the user's own dead imgfs mount."""
+    entry = entry_at(path)
+    if entry is not None and is_dead(path):
+        _clear_dead(path, entry)
+    elif entry is not None and entry.is_imgfs:
+        raise MountPointError(f"{path} is already an imgfs mount of {entry.source}: `imgfs close {path}` "
+                              "unmounts it")
     try:
         os.stat(path)
     except FileNotFoundError:
         raise MountPointError(f"mount point {path} does not exist") from None
     except OSError as exc:
-        if exc.errno not in DEAD:
-            raise MountPointError(f"mount point {path}: {exc.strerror}") from None
-        _clear_dead(path)
+        raise MountPointError(f"mount point {path}: {exc.strerror}") from None
     if not os.path.isdir(path):
         raise MountPointError(f"mount point {path} is not a directory")
-    entry = entry_at(path)
-    if entry is not None and entry.is_imgfs:
-        raise MountPointError(f"{path} is already an imgfs mount of {entry.source}: `imgfs close {path}` "
-                              "unmounts it")
 
 
-def _clear_dead(path: str) -> None:
+def _clear_dead(path: str, entry: MountEntry) -> None:
     """A dead mount (its daemon was killed): the user's own imgfs mount is unmounted; anything else is named."""
-    entry = entry_at(path)
-    if entry is None:
-        raise MountPointError(f"mount point {path}: {os.strerror(errno.ENOTCONN)}")
     owner = entry.owner
     if entry.is_imgfs and owner == os.getuid():
         unmount(path, lazy=True)
@@ -131,7 +130,8 @@ def _clear_dead(path: str) -> None:
         return
     what = f"an imgfs mount of {entry.source}" if entry.is_imgfs else f"a {entry.fstype} mount of {entry.source}"
     whose = f" that belongs to {_user_name(owner)}" if owner is not None and owner != os.getuid() else ""
-    how = "`fusermount3 -uz " + path + "`" if owner == os.getuid() else f"`umount -l {path}` as root"
+    how = f"`fusermount3 -uz {path}`" if owner == os.getuid() else \
+        f"`umount -l {path}`" if os.getuid() == 0 else f"`umount -l {path}` as root"
     raise MountPointError(f"mount point {path} is {what}{whose} whose daemon has ended (transport endpoint "
                           f"not connected): clear it with {how}")
 
