@@ -172,3 +172,37 @@ def test_modes_are_the_images_whatever_the_umask(iso, tmp_path):
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE((tmp_path / "out" / "readme.txt").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "out" / "dir" / "script.sh").stat().st_mode) == 0o755
+
+
+def test_many_small_files_are_shared_with_a_second_process(tmp_path, monkeypatch):
+    """Past SHARE_FILES small files, a forked helper writes half of them; the tree is the same, hard links
+    included (they stay with the first process), and a failure in the helper's half is counted."""
+    import imgfs.cli.extract as extract
+    from imgfs.cli.helper import Helper
+    from imgfs.image import open_image
+
+    src = tmp_path / "src"
+    for i in range(extract.SHARE_FILES + 100):
+        write_file(src / f"d{i // 100:02d}" / f"f{i:05d}.txt", f"{i}\n".encode() * (i % 7), 0o640 + i % 2)
+    os.link(src / "d00" / "f00001.txt", src / "d20" / "linked.txt")
+    image = xorriso(tmp_path / "many.iso", src)
+    started: list[Helper] = []
+    original = Helper.start
+
+    def start(work):
+        helper = original(work)
+        started.append(helper)
+        return helper
+
+    monkeypatch.setattr(Helper, "start", start)
+    (tmp_path / "out" / "d20").mkdir(parents=True)
+    (tmp_path / "out" / "d20" / "f02099.txt").write_bytes(b"in the way\n")  # in the helper's half
+    opened = open_image(str(image))
+    try:
+        assert Extraction(opened, str(tmp_path / "out")).run("/") == 1
+    finally:
+        opened.close()
+    assert len(started) == 1 and started[0] is not None
+    (tmp_path / "out" / "d20" / "f02099.txt").unlink()
+    (src / "d20" / "f02099.txt").unlink()
+    assert compare_trees(src, tmp_path / "out") == extract.SHARE_FILES + 100 + 21

@@ -14,6 +14,10 @@ from imgfs.image import OpenedImage, open_image
 from imgfs.options import MountOptions
 
 
+class UsageError(Exception):
+    """Arguments that do not make a command: the line, then the usage."""
+
+
 def fail(message: str, code: int = 1) -> int:
     print(f"imgfs: {message}", file=sys.stderr)
     return code

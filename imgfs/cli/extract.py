@@ -21,11 +21,12 @@ import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from imgfs.cli.commands import USER_ERRORS as PATH_ERRORS
 from imgfs.cli.commands import add_options_argument, resolve
 from imgfs.cli.common import open_for_user
+from imgfs.cli.helper import Helper
 from imgfs.cli.progress import terminal_progress
 from imgfs.errors import ImageError
 from imgfs.filesystems.base import Filesystem, Node
@@ -37,6 +38,7 @@ from imgfs.tree import Tree
 
 PIECE_SIZE = 4 << 20  # a large file is copied in pieces of this size, a few at once (decoders run in parallel)
 SMALL_SIZE = 2 * PIECE_SIZE  # files up to this size are copied whole by the main thread
+SHARE_FILES = 2000  # fewer small files than this are not worth a second process
 MAX_PENDING = 8  # large files being copied at once (each holds a descriptor)
 THREADS = min(4, os.cpu_count() or 1)  # more only crowd the memory bus when the pieces need no decoding
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -108,6 +110,7 @@ class Extraction:
     _restore_later: list[tuple[int, Node, Filesystem]] = field(default_factory=list)  # folders: mode, times
     _pending: list[_Large] = field(default_factory=list)  # large files being copied by the threads
     _pool: ThreadPoolExecutor = field(init=False)
+    _helper_done: int = 0  # the bytes the second process has written, as it last said
 
     @property
     def tree(self) -> Tree:
@@ -191,36 +194,72 @@ class Extraction:
     # -- files, links, devices -----------------------------------------------------------------------------
 
     def _write_files(self, entries: list[Entry]) -> None:
-        """Each entry in walk order; a large file's pieces go to the threads, and the walk goes on meanwhile."""
+        """Each entry in walk order. With many small files, a second process writes half of them (per file, the
+        work is Python and system calls: one process cannot use two processors); large files go in pieces to
+        threads while the rest goes on."""
+        mine, theirs = _share(entries)
+        helper = Helper.start(lambda report: self._helper_share(theirs, report)) if theirs else None
+        if helper is None:
+            mine = entries
         links: dict[int, str] = {}  # inode number -> the path its first name was written to
         with ThreadPoolExecutor(THREADS) as self._pool:
-            dir_fd, dir_index = -1, -1
             try:
-                for entry in entries:
-                    if entry.parent != dir_index:
-                        if dir_fd >= 0:
-                            os.close(dir_fd)
-                        dir_fd, dir_index = os.open(self.folders[entry.parent], DIRECTORY), entry.parent
-                    self._write_entry(entry, dir_fd, links)
+                self._write_list(mine, links, helper)
             finally:
-                if dir_fd >= 0:
-                    os.close(dir_fd)
                 while self._pending:
                     self._finish_large(self._pending.pop(0))
+        if helper is not None:
+            result = helper.join()
+            self._helper_done = helper.done
+            self.failures += result.get("failures", 0)
+            for reason, count in result.get("skipped", {}).items():
+                self.skipped[reason] = self.skipped.get(reason, 0) + count
+            if "error" in result:
+                self._failed(self.dest, f"the second process failed: {result['error']}")
+
+    def _write_list(self, entries: list[Entry], links: dict[int, str], helper: Optional[Helper] = None) -> None:
+        dir_fd, dir_index = -1, -1
+        try:
+            for count, entry in enumerate(entries):
+                if entry.parent != dir_index:
+                    if dir_fd >= 0:
+                        os.close(dir_fd)
+                    dir_fd, dir_index = os.open(self.folders[entry.parent], DIRECTORY), entry.parent
+                self._write_entry(entry, dir_fd, links)
+                if helper is not None and count % 256 == 0:
+                    self._helper_done = helper.poll()
+        finally:
+            if dir_fd >= 0:
+                os.close(dir_fd)
+
+    def _helper_share(self, entries: list[Entry], report: Callable[[int], None]) -> dict[str, Any]:
+        """What the second process does: its share of small files, its progress through ``report``."""
+        calls = iter(range(1 << 62))
+
+        def progress(what: str, done: int, total: int) -> None:
+            if next(calls) % 128 == 127:
+                report(self.done_size)
+
+        self.progress = progress
+        self.done_size, self.failures, self.skipped = 0, 0, {}
+        self._write_list(entries, {})
+        report(self.done_size)
+        return {"failures": self.failures, "skipped": self.skipped}
 
     def _write_entry(self, entry: Entry, dir_fd: int, links: dict[int, str]) -> None:
         node = entry.node
-        shown = self.tree.attributes(node, entry.fs)
-        if node.nlink > 1 and shown.ino in links:
-            self._link(entry, dir_fd, links[shown.ino])
+        mode = node.mode & ~self.tree.presentation.umask  # as the tree shows it (-o umask=)
+        ino = self.tree.attributes(node, entry.fs).ino if node.nlink > 1 else 0  # unique across volumes
+        if ino in links:
+            self._link(entry, dir_fd, links[ino])
             return
         try:
             if self.force:
                 self._remove_old(entry.name, dir_fd)
             if node.is_file:
-                self._file(entry, dir_fd, shown.mode)
+                self._file(entry, dir_fd, mode)
             else:
-                self._special(entry, dir_fd, shown.mode)
+                self._special(entry, dir_fd, mode)
         except ImageError as exc:
             self._failed(entry.shown, str(exc))
             _unlink(entry.name, dir_fd)
@@ -231,8 +270,8 @@ class Extraction:
             else:
                 self._failed(entry.shown, _os_reason(exc))
             return
-        if node.nlink > 1:
-            links[shown.ino] = os.path.join(self.folders[entry.parent], entry.name)
+        if ino:
+            links[ino] = os.path.join(self.folders[entry.parent], entry.name)
 
     def _file(self, entry: Entry, dir_fd: int, mode: int) -> None:
         """A small file whole, now; a large one in pieces by the threads, finished later (``_finish_large``)."""
@@ -314,7 +353,7 @@ class Extraction:
     def _advance(self, size: int) -> None:
         self.done_size += size
         if self.progress is not no_progress:
-            self.progress("extracting", self.done_size, self.total_size)
+            self.progress("extracting", self.done_size + self._helper_done, self.total_size)
 
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -355,6 +394,16 @@ class Extraction:
 
 
 _buffers = threading.local()  # one piece buffer per copying thread: fresh ones would cost page faults
+
+
+def _share(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """The entries this process writes, and those a second one may: half of the small files that have one
+    name (hard links stay together here), the later half, so that each keeps its folders together."""
+    small = [i for i, e in enumerate(entries) if e.node.is_file and e.node.nlink == 1 and e.node.size <= SMALL_SIZE]
+    if len(small) < SHARE_FILES or (os.cpu_count() or 1) < 2:
+        return entries, []
+    theirs = set(small[len(small) // 2 :])
+    return [e for i, e in enumerate(entries) if i not in theirs], [entries[i] for i in sorted(theirs)]
 
 
 def _copy_piece(stream: Stream, fd: int, offset: int, length: int) -> int:

@@ -12,8 +12,7 @@ import sys
 import textwrap
 from typing import Callable, NamedTuple, Optional
 
-from imgfs.cli.common import error_line, fail
-from imgfs.cli.mount import UsageError, helper_argv, mount_main, setup_logging
+from imgfs.cli.common import UsageError, error_line, fail
 from imgfs.errors import ImageError
 from imgfs.options import OPTIONS, OptionError
 
@@ -61,19 +60,32 @@ def usage() -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    setup_logging(debug=False, logfile=None, to_stderr=True, level=logging.WARNING)
+    _warnings_to_stderr()
     if argv and argv[0] in COMMANDS:
         return guarded(lambda: run_command(argv[0], argv[1:]))
+    from imgfs.cli.mount import mount_main  # the commands do without its imports
+
     return guarded(lambda: mount_main(argv, usage()))
 
 
 def mount_helper_main(argv: Optional[list[str]] = None) -> int:
     """``mount.imgfs SPEC DIR [-sfnv] [-o OPTIONS]``, as mount(8) runs helpers for ``-t imgfs``."""
+    from imgfs.cli.mount import helper_argv, mount_main
+
     args = helper_argv(sys.argv[1:] if argv is None else list(argv))
     if args is None:
         return 0
-    setup_logging(debug=False, logfile=None, to_stderr=True, level=logging.WARNING)
+    _warnings_to_stderr()
     return guarded(lambda: mount_main(args, usage()))
+
+
+def _warnings_to_stderr() -> None:
+    """Until a mount sets up its own logging: warnings and errors as ``imgfs: WARNING: ...`` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("imgfs: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def guarded(call: Callable[[], int]) -> int:

@@ -7,13 +7,12 @@ in the foreground, else to ``logfile=``, else syslog, else a file under ``$XDG_S
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 from typing import Callable, Optional
 
 from imgfs import __version__
-from imgfs.cli.common import error_line, fail, open_for_user
+from imgfs.cli.common import UsageError, error_line, fail, open_for_user
 from imgfs.cli.mounts import prepare_mountpoint, warn_if_not_empty
 from imgfs.errors import ImageError
 from imgfs.image import OpenedImage
@@ -23,10 +22,6 @@ log = logging.getLogger("imgfs")
 
 READY = b"\0imgfs-ready\0"
 SYSLOG_SOCKET = "/dev/log"
-
-
-class UsageError(Exception):
-    pass
 
 
 def helper_argv(argv: list[str]) -> Optional[list[str]]:
@@ -201,7 +196,9 @@ def _log_handler(logfile: Optional[str], to_stderr: bool, syslog: str = SYSLOG_S
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("imgfs: %(levelname)s: %(message)s"))
     else:
-        handler = logging.handlers.SysLogHandler(address=syslog)
+        from logging.handlers import SysLogHandler  # a socket module and more: only background mounts need it
+
+        handler = SysLogHandler(address=syslog)
         handler.setFormatter(logging.Formatter(f"imgfs[{os.getpid()}]: %(levelname)s: %(message)s"))
     return handler
 

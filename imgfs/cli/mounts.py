@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -161,6 +159,8 @@ class UnmountError(Exception):
 
 def unmount(path: str, lazy: bool = False) -> None:
     """fusermount3 -u (any user's own FUSE mount), else umount(8) (root); the tool's reason on failure."""
+    import shutil
+    import subprocess
     errors = []
     for tool in ("fusermount3", "fusermount"):
         if shutil.which(tool):
