@@ -67,6 +67,19 @@ def mount(tmp_path: Path):
     return _mount
 
 
+def daemon_pid(*markers: str) -> int:
+    """The imgfs process whose command line holds every one of ``markers`` (a mount point, an image)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"imgfs" in part for part in cmdline[:2]) and all(m.encode() in cmdline for m in markers):
+                return int(proc.name)
+    raise AssertionError(f"no imgfs daemon for {markers}")
+
+
 def read_errno(path: Path) -> int:
     """The errno of reading a file that must fail."""
     with pytest.raises(OSError) as caught:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMGFS, is_mounted, run_imgfs, unmount
+from conftest import IMGFS, daemon_pid, is_mounted, run_imgfs, unmount
 from isotools import write_file, xorriso
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -49,19 +49,6 @@ def opened(iso):
             folder.rmdir()
 
 
-def daemon_of(image: Path) -> int:
-    """The daemon ``imgfs open IMAGE`` left serving the image."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"imgfs" in part for part in cmdline[:2]) and b"open" in cmdline and bytes(image) in cmdline:
-                return int(proc.name)
-    raise AssertionError(f"no daemon for {image}")
-
-
 def gone(pid: int, folder: Path) -> bool:
     for _ in range(100):
         if not Path(f"/proc/{pid}").exists() and not folder.exists():
@@ -91,7 +78,7 @@ def test_open_mounts_where_the_desktop_shows_it(iso, opened):
 
 def test_close_by_image_unmounts_and_removes_the_folder(iso, opened):
     folder = opened("--no-browse")
-    pid = daemon_of(iso)
+    pid = daemon_pid("open", str(iso))
     done = run_imgfs("close", str(iso))
     assert done.returncode == 0 and done.stderr == ""
     assert not is_mounted(folder) and gone(pid, folder)
@@ -99,7 +86,7 @@ def test_close_by_image_unmounts_and_removes_the_folder(iso, opened):
 
 def test_the_file_managers_unmount_ends_the_daemon(iso, opened):
     folder = opened("--no-browse")
-    pid = daemon_of(iso)
+    pid = daemon_pid("open", str(iso))
     done = subprocess.run(["gio", "mount", "-u", str(folder)], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "GIO_USE_VOLUME_MONITOR": "unix"})
     assert done.returncode == 0, done.stderr

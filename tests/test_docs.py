@@ -211,7 +211,11 @@ def test_without_syslog_the_log_goes_under_xdg_state_home(tmp_path, monkeypatch)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     handler = _log_handler(None, to_stderr=False, syslog=str(tmp_path / "no-such-socket"))
     handler.close()
+    assert isinstance(handler, logging.FileHandler)
     assert handler.baseFilename == str(tmp_path / "home" / ".local" / "state" / "imgfs" / "imgfs.log")
+    (tmp_path / "a-file").write_text("")  # a user whose home cannot be written in: no log, the mount goes on
+    monkeypatch.setenv("HOME", str(tmp_path / "a-file" / "home"))
+    assert type(_log_handler(None, to_stderr=False, syslog="/no-such-socket")) is logging.NullHandler
 
 
 @pytest.mark.skipif(os.path.exists("/dev/log"), reason="this machine has syslog: the log goes there")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import is_mounted, mounted, run_imgfs, unmount
+from conftest import daemon_pid, is_mounted, mounted, run_imgfs, unmount
 from disktools import blank, ext4_image, fat_image, put, sfdisk
 from isotools import write_file, xorriso
 
@@ -78,20 +78,13 @@ def test_mounting_over_files_warns(iso, tmp_path):
     assert (mnt / "mine.txt").exists()
 
 
-def _kill_daemon(mnt: Path, name: bytes = b"imgfs") -> None:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(name in part for part in cmdline[:3]) and str(mnt).encode() in cmdline:
-                os.kill(int(proc.name), signal.SIGKILL)
-                for _ in range(100):
-                    if not proc.exists():
-                        return
-                    time.sleep(0.05)
-    raise AssertionError(f"no daemon for {mnt}")
+def _kill_daemon(mnt: Path) -> None:
+    pid = daemon_pid(str(mnt))
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.05)
 
 
 def dead(mnt: Path) -> bool:

@@ -187,11 +187,13 @@ def _log_handler(logfile: Optional[str], to_stderr: bool, syslog: str = SYSLOG_S
     """stderr in the foreground; else ``logfile=``; else syslog; else a file under $XDG_STATE_HOME (containers
     often have no /dev/log, and a background mount's log lines would be lost)."""
     if not logfile and not to_stderr and not os.path.exists(syslog):
-        logfile = state_log_path()
-        os.makedirs(os.path.dirname(logfile), mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(state_log_path()), mode=0o700, exist_ok=True)
+            return _file_handler(state_log_path())
+        except OSError:  # no home to write in (a system user): the mount goes on without a log
+            return logging.NullHandler()
     if logfile:
-        handler: logging.Handler = logging.FileHandler(logfile)
-        handler.setFormatter(logging.Formatter("%(asctime)s imgfs[%(process)d] %(levelname)s: %(message)s"))
+        handler: logging.Handler = _file_handler(logfile)
     elif to_stderr:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("imgfs: %(levelname)s: %(message)s"))
@@ -200,6 +202,12 @@ def _log_handler(logfile: Optional[str], to_stderr: bool, syslog: str = SYSLOG_S
 
         handler = SysLogHandler(address=syslog)
         handler.setFormatter(logging.Formatter(f"imgfs[{os.getpid()}]: %(levelname)s: %(message)s"))
+    return handler
+
+
+def _file_handler(path: str) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s imgfs[%(process)d] %(levelname)s: %(message)s"))
     return handler
 
 
