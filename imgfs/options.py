@@ -17,7 +17,7 @@ DEFAULT_CACHE_SIZE = 64 << 20
 IGNORED = {"ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "noauto", "nofail", "user",
            "nouser", "users", "auto", "defaults", "_netdev", "atime", "noatime", "relatime", "strictatime",
            "nodiratime", "diratime", "sync", "async", "loop", "owner", "group", "silent", "loud"}
-PASSED_TO_FUSE = {"allow_root", "auto_unmount", "default_permissions"}
+PASSED_TO_FUSE = {"allow_root", "auto_unmount"}
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,11 @@ class MountOptions:
     namespace: str = "auto"
     logfile: Optional[str] = None
     single_threaded: bool = False
-    debug: bool = False  # -o debug, as -d: foreground, every FUSE request printed
     verify: bool = False  # check EDC/ECC of raw sectors and container checksums while reading
     raw_views: bool = False  # the .imgfs folder: info.json, tracks, sessions, boot images, partitions
     passfile: Optional[str] = None  # a file holding the passphrase of an encrypted image
+    debug: bool = False  # -o debug: as -d (every FUSE request logged, in the foreground)
+    default_permissions: bool = False  # the kernel checks the image's modes for everyone, the mounting user too
     fuse_flags: list[str] = field(default_factory=list)
 
     def presentation(self) -> Presentation:
@@ -112,18 +113,19 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
         opts.allow_other = True
     elif key == "single_threaded":
         opts.single_threaded = True
-    elif key == "debug" and value is None:
-        opts.debug = True
     elif key == "verify" and value is None:
         opts.verify = True
     elif key == "rawviews" and value is None:
         opts.raw_views = True
+    elif key == "debug" and value is None:
+        opts.debug = True
+    elif key == "default_permissions" and value is None:
+        opts.default_permissions = True
     elif key in ("passphrase", "password", "pass"):
         raise OptionError(f"{key}= is not accepted on the command line, where other users can read it: "
                           "use passfile=FILE or the IMGFS_PASSPHRASE environment variable")
     elif key in PASSED_TO_FUSE and value is None:
-        if key not in opts.fuse_flags:
-            opts.fuse_flags.append(key)
+        opts.fuse_flags.append(key)
     elif value is None:
         raise OptionError(f"unknown option {key!r}" if key not in ("uid", "gid", "umask", "cache_size",
                                                                     "namespace", "logfile", "passfile")
