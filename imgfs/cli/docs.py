@@ -10,7 +10,7 @@ import sys
 from imgfs import __version__
 from imgfs.cli.main import COMMANDS
 from imgfs.options import IGNORED, OPTIONS
-from imgfs.registry import NAMESPACES
+from imgfs.registry import FORMATS, NAMESPACES
 
 FLAGS = (("-f", "stay in the foreground, logging to stderr"),
          ("-d", "debug output: every FUSE request (implies -f; as -o debug)"),
@@ -26,7 +26,7 @@ DETAILS = {
             "daemon ends and the folder is removed. An image that is mounted already is shown where it is.",
     "close": "Unmounts a mount point, or every mount of an image; the daemon ends. A dead mount (its daemon "
              "killed) is cleared.",
-    "list": "Lists the imgfs mounts: image, mount point, and the image's layers (iso9660, udif > gpt > hfs+).",
+    "list": "Lists the imgfs mounts: image, mount point, and the image's layers, outermost first.",
     "info": "Prints each layer of the image (container, partition map, filesystem) and its details as "
             "aligned tables, with a partition layout bar and an optical disc's track table; --json keeps every "
             "detail. When no format is recognised, -v lists what was tried and why it did not match.",
@@ -56,11 +56,11 @@ def man_page() -> str:
         lines += [f".B imgfs {name}", _roff(command.usage), ".br"]
     lines += [".B mount", "\\-t imgfs", ".I IMAGE MOUNTPOINT", "[\\fB\\-o\\fR \\fIOPTIONS\\fR]",
               ".SH DESCRIPTION",
-              _roff("imgfs mounts a disk image read-only as an ordinary folder: ISO 9660 (Joliet, Rock Ridge), "
-                    "UDF, BIN/CUE, NRG, MDS/MDF, CCD, Apple DMG (UDIF, encrypted, sparse), HFS+, MBR, GPT and "
-                    "Apple partition maps, FAT, exFAT and ext2/3/4, detected by content. The command returns once "
-                    "the mount is ready; a daemon serves it until it is unmounted (imgfs close, fusermount3 -u, "
-                    "umount) or sent SIGTERM or SIGINT. Every failure is one line on stderr."),
+              _roff("imgfs mounts a disk image read-only as an ordinary folder. The command returns once the "
+                    "mount is ready; a daemon serves it until it is unmounted (imgfs close, fusermount3 -u, umount) "
+                    "or sent SIGTERM or SIGINT. Every failure is one line on stderr. Formats are detected by "
+                    "content, layer inside layer (a container, a partition map, a filesystem); imgfs reads:"),
+              *_formats(),
               ".SH OPTIONS"]
     for flag, text in FLAGS:
         lines += [".TP", f".B {_roff(flag)}", _roff(text)]
@@ -86,6 +86,15 @@ def man_page() -> str:
               _roff("mount -t imgfs -o ro,allow_other /srv/images/debian.iso /mnt/debian"), ".fi",
               ".SH SEE ALSO", "mount(8), fstab(5), fusermount3(1), gio(1)"]
     return "\n".join(lines) + "\n"
+
+
+def _formats() -> list[str]:
+    """The formats imgfs reads, as the registry describes them, one per line."""
+    lines = [".PD 0"]  # one line each, no space between
+    for fmt in FORMATS:
+        if fmt.opener is not None:
+            lines += [".IP \\(bu 2", _roff(fmt.description)]
+    return lines + [".PD", ".PP"]
 
 
 def _words(items: list[str]) -> str:
