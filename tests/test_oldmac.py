@@ -94,7 +94,7 @@ def test_bare_hfs(volume, tmp_path: Path) -> None:
         assert (root / "either:or").read_bytes() == b"a Mac slash\n"
     info = subprocess.run([os.environ.get("IMGFS", "imgfs"), "info", str(image)], capture_output=True, text=True,
                           env=UTC)
-    assert "classic HFS" in info.stdout and "label=Test Vol ©" in info.stdout
+    assert "classic HFS (Mac OS Standard) filesystem 'Test Vol ©'" in info.stdout
 
 
 def test_hfs_in_an_apple_partition_map_named_toast(tmp_path: Path) -> None:
@@ -263,7 +263,7 @@ def test_a_macbinary_smi(floppy, tmp_path: Path) -> None:
     with mount(image, tmp_path / "mnt") as root:
         check_floppy(root, floppy)
     layers = run_imgfs("info", str(image), env=UTC).stdout
-    assert "MacBinary III" in layers and "Disk Copy 6 image" in layers and f"data_offset={len(code)}" in layers
+    assert "MacBinary III" in layers and "Disk Copy 6 image" in layers and f"data offset  {len(code):,}" in layers
     assert "classic HFS" in layers
 
 
