@@ -25,8 +25,11 @@ Detection order (the first match wins), where the table's order is a rule rather
 3. ISO 9660 and UDF before partition maps: a hybrid disc has an Apple partition map or an MBR in its
    first 32 KiB (``namespace=`` picks the other side).
 4. GPT before MBR: a GPT disk starts with a protective MBR.
-5. Filesystems that start with a boot sector (exFAT, FAT) before MBR: their boot sector ends in 55 AA as
-   an MBR does; FAT's probe checks its BPB, MBR's its partition entries.
+5. Filesystems that start with a boot sector (NTFS, BitLocker, exFAT, FAT) before MBR: their boot sector
+   ends in 55 AA as an MBR does; FAT's probe checks its BPB, MBR's its partition entries. NTFS and
+   BitLocker come before FAT too: their OEM name at byte 3 ("NTFS    ", "-FVE-FS-") is exact, while an
+   NTFS boot sector could pass a lenient BPB check, and BitLocker To Go keeps a FAT32 boot sector ("MSWIN4.1")
+   with its GUID at byte 424, which only the BitLocker entry looks for.
 6. HFS+ before classic HFS: an HFS+ volume in an HFS wrapper starts with the wrapper's "BD" signature.
 7. NDIF (found by the resource fork that travels with the stream) before the containers and filesystems its
    data fork may look like; MacBinary and Disk Copy 4.2, which have no magic number, after every container
@@ -94,6 +97,8 @@ class Format:
 
 
 SYNC = b"\x00" + b"\xff" * 10 + b"\x00"  # the sync pattern that starts every raw CD data sector
+# 4967d63b-2e29-4ad8-8399-f6a339e3d001 as stored (libbde's notes): BitLocker To Go's mark in a FAT32 boot sector
+BITLOCKER_GUID = bytes.fromhex("3bd66749292ed84a8399f6a339e3d001")
 
 
 def _probe(module: str) -> Callable[[Stream], bool]:
@@ -171,6 +176,11 @@ FORMATS: tuple[Format, ...] = (
             Magic(0, b"EFI PART")), opener="imgfs.volumes.gpt:open_gpt"),
     Format("apm", "Apple partition map", "volumes", (Magic(0, b"ER"), Magic(512, b"PM")),
            opener="imgfs.volumes.apm:open_apm", probe=_probe("imgfs.volumes.apm")),
+    Format("ntfs", "NTFS filesystem", "filesystem", (Magic(3, b"NTFS    "),),
+           opener="imgfs.filesystems.ntfs:NtfsFilesystem"),
+    Format("bitlocker", "BitLocker-encrypted volume", "filesystem",
+           (Magic(3, b"-FVE-FS-"), Magic(424, BITLOCKER_GUID)),
+           hint="not supported (unlock it on Windows, or with dislocker, and mount what it gives)"),
     Format("exfat", "exFAT filesystem", "filesystem", (Magic(3, b"EXFAT   "),),
            opener="imgfs.filesystems.exfat:ExfatFilesystem"),
     Format("fat", "FAT12/16/32 filesystem", "filesystem", (Magic(510, b"\x55\xaa"),),
