@@ -3,7 +3,7 @@
 * No import cycles, counting imports inside functions (``if TYPE_CHECKING:`` blocks are not imports).
 * The modules directly under ``imgfs/`` (the assembler, the tree, the CLI, the FUSE adapter, ...) name no
   format and import no container, filesystem, volume or codec module: only the registry does, by name.
-* Only the FUSE adapter imports the FUSE binding. No module is over 500 lines.
+* Only the FUSE adapter (imgfs.fuse) speaks FUSE, with no binding library. No module is over 500 lines.
 * Every registry entry names an opener that exists.
 """
 
@@ -98,11 +98,24 @@ def test_generic_modules_name_no_format(path: Path) -> None:
     assert not named, f"{path.name} names the formats {named}"
 
 
-def test_only_the_fuse_adapter_imports_the_fuse_binding() -> None:
+def _in_adapter(name: str) -> bool:
+    return name == "imgfs.fuse" or name.startswith("imgfs.fuse.")
+
+
+def test_only_the_fuse_adapter_speaks_fuse() -> None:
+    """imgfs.fuse speaks the kernel protocol itself: no binding library is imported anywhere, and outside the
+    package only imgfs.fuse_ops (where the CLI finds ``serve``) imports it."""
+    bindings = ("mfusepy", "fusepy", "pyfuse3", "llfuse", "refuse")
     users = sorted(name for name, path in MODULES.items()
                    if any(isinstance(node, (ast.Import, ast.ImportFrom))
-                          and "mfusepy" in ast.unparse(node) for node in ast.walk(ast.parse(path.read_text()))))
-    assert users == ["imgfs.fuse_ops"]
+                          and any(b in ast.unparse(node).split() for b in bindings)
+                          for node in ast.walk(ast.parse(path.read_text()))))
+    assert users == []
+    outside = sorted(name for name, deps in GRAPH.items() if not _in_adapter(name) and any(map(_in_adapter, deps)))
+    assert outside == ["imgfs.fuse_ops"]
+    devices = sorted(name for name, path in MODULES.items()
+                     if "/dev/fuse" in path.read_text() and not _in_adapter(name))
+    assert devices == []
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -1,0 +1,94 @@
+"""The FUSE adapter: the only package that speaks to the kernel's FUSE, with no binding library.
+
+``mount`` mounts through fusermount3, ``session`` reads requests from ``/dev/fuse`` and writes replies
+(``kernel`` is the protocol), ``operations`` answers them from an image's tree (``inodes`` holds what the
+kernel knows). ``serve`` puts them together, as the CLI calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Callable, Optional
+
+from imgfs.errors import ImageError
+from imgfs.fuse.mount import MountError, escape, mount
+from imgfs.fuse.operations import ImgfsOperations
+from imgfs.fuse.session import Session
+from imgfs.image import OpenedImage
+from imgfs.options import MountOptions
+
+log = logging.getLogger("imgfs.fuse")
+
+THREADS = 4  # several readers at once; idle threads cost nothing while one reader streams
+READAHEAD_KB = 1024
+
+__all__ = ["ImgfsOperations", "serve", "fuse_options"]
+
+
+def fuse_options(image: OpenedImage, options: MountOptions) -> list[str]:
+    """The kernel's and fusermount3's mount options."""
+    found = ["ro", "nosuid", "nodev", f"fsname={escape(os.path.abspath(image.path))}", "subtype=imgfs"]
+    if options.allow_other:
+        found += ["allow_other", "default_permissions"]  # other users get the modes the image gives
+    elif getattr(options, "default_permissions", False):
+        found.append("default_permissions")
+    found += [flag for flag in options.fuse_flags if flag not in found]
+    return found
+
+
+def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
+          on_ready: Optional[Callable[[], None]] = None, debug: bool = False) -> None:
+    """Mount and serve until unmounted (or SIGTERM/SIGINT/SIGHUP, which unmount cleanly)."""
+    where = os.path.realpath(mountpoint)
+    operations = ImgfsOperations(image, options, where)
+    try:
+        mounted = mount(mountpoint, fuse_options(image, options))
+    except MountError as exc:
+        raise ImageError(str(exc)) from None
+
+    def ready() -> None:
+        raise_readahead(where)
+        if on_ready is not None:
+            on_ready()
+
+    session = Session(mounted, operations, threads=1 if options.single_threaded else THREADS, debug=debug,
+                      on_ready=ready)
+    restore = _unmount_on_signals(mounted.unmount)
+    try:
+        session.run()
+    finally:
+        restore()
+        mounted.close()
+
+
+def _unmount_on_signals(unmount: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM, SIGINT and SIGHUP unmount; the session then ends as after ``imgfs umount``."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {sig: signal.signal(sig, lambda *_: unmount()) for sig in signals}
+
+    def restore() -> None:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def raise_readahead(mountpoint: str) -> None:
+    """Let the kernel read ahead 1 MiB at a time on this mount (FUSE's default is 128 KiB): fewer, larger
+    READ requests stream faster. Only root may; for anyone else this quietly does nothing."""
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            device = next(line.split()[2] for line in mountinfo if line.split()[4] == mountpoint)
+        knob = f"/sys/class/bdi/{device}/read_ahead_kb"
+        with open(knob) as f:
+            if int(f.read()) >= READAHEAD_KB:
+                return
+        with open(knob, "w") as f:
+            f.write(str(READAHEAD_KB))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
