@@ -12,6 +12,7 @@ import random
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,11 @@ from imgfs.options import MountOptions
 
 BIG = pseudo_random(3_000_000, 60)
 TEXT = b"compressible line of text\n" * 20_000
+SMALL_FILES = 30
+
+
+def small(n: int) -> bytes:
+    return pseudo_random(100 + 977 * n, n)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,8 @@ def iso(tmp_path_factory) -> Path:
     write_file(base / "src" / "run.sh", b"#!/bin/sh\necho hi\n", 0o755)
     write_file(base / "src" / "own.sh", b"#!/bin/sh\n", 0o700)
     write_file(base / "src" / "dir" / "inner.txt", b"inner\n", 0o640)
+    for n in range(SMALL_FILES):
+        write_file(base / "src" / "small" / f"f{n:02d}", small(n))
     (base / "src" / "link").symlink_to("dir/inner.txt")
     return xorriso(base / "ops.iso", base / "src", "-zisofs", "block_size=32k",
                    "-set_filter_r", "--zisofs", "/text.txt", "--")
@@ -51,6 +59,7 @@ def served(image_path: Path, mountpoint: Path, threads: int = 2, splice: bool = 
     mounted = mount(str(mountpoint), fuse_options(image, options))
     session = Session(mounted, ImgfsOperations(image, options, str(mountpoint)), threads=threads)
     session.splice = session.splice and splice
+    session.operations.notifier = session.store
     thread = threading.Thread(target=session.run, daemon=True)
     thread.start()
     try:
@@ -77,6 +86,19 @@ def test_both_read_paths_give_the_files_bytes(iso, tmp_path, splice):
         with open(tmp_path / "mnt" / "data.bin", "rb", buffering=0) as f:
             assert os.pread(f.fileno(), 5000, 2_999_000) == BIG[2_999_000:]
         assert (session.spliced > 0) == splice
+
+
+def test_small_siblings_are_pushed_into_the_page_cache_with_their_bytes(iso, tmp_path):
+    with served(iso, tmp_path / "mnt") as session:
+        folder = tmp_path / "mnt" / "small"
+        names = sorted(os.listdir(folder))  # READDIRPLUS: the kernel now holds an inode for each
+        assert (folder / names[0]).read_bytes() == small(0)  # reading one pushes the others
+        for _ in range(200):
+            if session.operations.pusher.stored >= SMALL_FILES - 1:
+                break
+            time.sleep(0.01)
+        assert session.operations.pusher.stored == SMALL_FILES - 1
+        assert [(folder / name).read_bytes() for name in names] == [small(n) for n in range(SMALL_FILES)]
 
 
 def test_concurrent_readers_get_their_bytes(iso, tmp_path):
@@ -121,7 +143,7 @@ def test_x_ok_follows_the_mode_bits(iso, tmp_path):
 def test_attributes_links_and_errors(iso, tmp_path):
     with served(iso, tmp_path / "mnt") as _:
         root = tmp_path / "mnt"
-        assert sorted(os.listdir(root)) == ["data.bin", "dir", "link", "own.sh", "run.sh", "text.txt"]
+        assert sorted(os.listdir(root)) == ["data.bin", "dir", "link", "own.sh", "run.sh", "small", "text.txt"]
         st = os.stat(root / "dir" / "inner.txt")
         assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_size == 6 and st.st_mtime == 1_600_000_000
         assert os.readlink(root / "link") == "dir/inner.txt" and (root / "link").read_bytes() == b"inner\n"

@@ -56,6 +56,7 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
 
     session = Session(mounted, operations, threads=1 if options.single_threaded else THREADS, debug=debug,
                       on_ready=ready)
+    operations.notifier = session.store
     restore = _unmount_on_signals(mounted.unmount)
     try:
         session.run()

@@ -12,6 +12,7 @@ import errno
 import itertools
 import os
 import stat
+import struct
 import threading
 from typing import Optional
 
@@ -35,10 +36,10 @@ class Inode:
     __slots__ = ("node", "fs", "nodeid", "entry", "nlookup", "stream", "parent", "name", "mode", "uid", "gid")
 
     def __init__(self, node: Node, fs: Filesystem, nodeid: int, shown: Attributes, parent: Optional[Inode],
-                 name: str) -> None:
+                 name: bytes) -> None:
         self.node, self.fs, self.nodeid = node, fs, nodeid
         self.mode, self.uid, self.gid = shown.mode, shown.uid, shown.gid
-        self.entry = kernel.ENTRY_OUT.pack(nodeid, 0, TIMEOUT, TIMEOUT, 0, 0) + pack_attr(shown)
+        self.entry = pack_entry(nodeid, shown)
         self.nlookup = 0
         self.stream: Optional[Stream] = None  # opened on the first read
         self.parent, self.name = parent, name
@@ -51,16 +52,21 @@ class Inode:
         """The path it was first found under (for log lines; a hard link has others)."""
         parts, inode = [], self
         while inode is not None and inode.parent is not None:
-            parts.append(inode.name)
+            parts.append(inode.name.decode("utf-8", "replace"))
             inode = inode.parent
         return "/" + "/".join(reversed(parts))
 
 
-def pack_attr(shown: Attributes) -> bytes:
-    atime, mtime, ctime = (divmod(ns, 1_000_000_000) for ns in (shown.atime_ns, shown.mtime_ns, shown.ctime_ns))
-    return kernel.ATTR.pack(shown.ino, shown.size, (shown.size + 511) // 512, atime[0], mtime[0], ctime[0],
-                            atime[1], mtime[1], ctime[1], shown.mode, shown.nlink, shown.uid, shown.gid,
-                            shown.rdev & 0xFFFFFFFF, BLKSIZE, 0)
+_ENTRY = struct.Struct(kernel.ENTRY_OUT.format + kernel.ATTR.format[1:])  # fuse_entry_out, attr included
+
+
+def pack_entry(nodeid: int, shown: Attributes) -> bytes:
+    """``fuse_entry_out`` for ``shown``: valid a day, its ``fuse_attr`` at ``kernel.ENTRY_OUT.size``."""
+    atime_ns, mtime_ns, ctime_ns = shown.atime_ns, shown.mtime_ns, shown.ctime_ns
+    return _ENTRY.pack(nodeid, 0, TIMEOUT, TIMEOUT, 0, 0, shown.ino, shown.size, (shown.size + 511) >> 9,
+                       atime_ns // 1_000_000_000, mtime_ns // 1_000_000_000, ctime_ns // 1_000_000_000,
+                       atime_ns % 1_000_000_000, mtime_ns % 1_000_000_000, ctime_ns % 1_000_000_000, shown.mode,
+                       shown.nlink, shown.uid, shown.gid, shown.rdev & 0xFFFFFFFF, BLKSIZE, 0)
 
 
 class Inodes:
@@ -70,7 +76,7 @@ class Inodes:
         self.tree = tree
         self._lock = threading.Lock()  # lookup counts change from several threads
         self._synthetic = itertools.count(SYNTHETIC_ID)
-        root = Inode(tree.root, tree.fs, kernel.ROOT_ID, tree.attributes(tree.root, tree.fs), None, "")
+        root = Inode(tree.root, tree.fs, kernel.ROOT_ID, tree.attributes(tree.root, tree.fs), None, b"")
         root.nlookup = 1 << 62  # the root is never forgotten
         self.table: dict[int, Inode] = {kernel.ROOT_ID: root}
         self.root = root
@@ -81,9 +87,8 @@ class Inodes:
             raise FileNotFoundError(f"node {nodeid}")  # the kernel forgot it and asks again: cannot happen
         return inode
 
-    def child(self, parent: Inode, name: str, node: Node, fs: Filesystem) -> Inode:
-        """The inode of ``node`` (entry ``name`` of ``parent``), counted as one more lookup."""
-        shown = self.tree.attributes(node, fs)
+    def child(self, parent: Inode, name: bytes, node: Node, fs: Filesystem, shown: Attributes) -> Inode:
+        """The inode of ``node`` (entry ``name`` of ``parent``, shown as ``shown``), counted as one more lookup."""
         nodeid = shown.ino if shown.ino != kernel.ROOT_ID else SYNTHETIC_ID - 1
         with self._lock:
             inode = self.table.get(nodeid)

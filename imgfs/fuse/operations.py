@@ -9,10 +9,13 @@ log line naming the path; nothing that would write is ever allowed (EROFS).
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
 import struct
+import threading
+from typing import Callable, Optional
 
 from imgfs.errors import ImageError
 from imgfs.filesystems.base import Filesystem, Node
@@ -26,11 +29,15 @@ from imgfs.options import MountOptions
 log = logging.getLogger("imgfs.fuse")
 
 BODY = kernel.IN_HEADER.size  # where a request's own structure starts
+PREFETCH_ENTRIES = 50_000  # directory entries parsed ahead of a walk, at most
 SPLICE_MIN = 32 << 10  # smaller reads are cheaper copied than spliced (one syscall against three)
+PUSH_FILE_MAX = 64 << 10  # files up to this size are pushed into the page cache ahead of their reads
+PUSH_DIRECTORY_MAX = 16 << 20  # bytes pushed per directory, at most
 NEGATIVE_ENTRY = kernel.ENTRY_OUT.pack(0, 0, TIMEOUT, TIMEOUT, 0, 0) + bytes(kernel.ATTR.size)
 NO_ENTRY = bytes(kernel.ENTRY_OUT.size + kernel.ATTR.size)  # "." and "..": no attributes, no lookup counted
 ATTR_OUT_HEAD = kernel.ATTR_OUT.pack(TIMEOUT, 0, 0)
 ENCODING, ERRORS = "utf-8", "surrogateescape"
+PADDING = [bytes(n) for n in range(8)]
 WANTED = (kernel.ASYNC_READ | kernel.SPLICE_WRITE | kernel.DO_READDIRPLUS | kernel.READDIRPLUS_AUTO
           | kernel.NO_OPEN_SUPPORT | kernel.NO_OPENDIR_SUPPORT | kernel.PARALLEL_DIROPS | kernel.MAX_PAGES
           | kernel.CACHE_SYMLINKS | kernel.INIT_EXT)
@@ -48,6 +55,9 @@ class ImgfsOperations:
         self.has_xattrs = any(fs.has_xattrs for fs in self.tree.filesystems)
         self.flags = WANTED
         self._listings: dict[int, list[tuple[bytes, Node, Filesystem]]] = {}
+        self._prefetching = False
+        self.pusher = Pusher(self)
+        self.notifier: Optional[Callable[[int, int, bytes], bool]] = None  # set by the session: notify-store
         self.handlers: dict[int, Handler] = {
             kernel.LOOKUP: self.lookup, kernel.FORGET: self.forget, kernel.BATCH_FORGET: self.batch_forget,
             kernel.GETATTR: self.getattr, kernel.READLINK: self.readlink, kernel.READ: self.read,
@@ -79,14 +89,15 @@ class ImgfsOperations:
 
     def lookup(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         parent = self.inodes.get(nodeid)
-        name = bytes(request[BODY : size - 1]).decode(ENCODING, ERRORS)
-        node = self.tree.entries(parent.node, parent.fs).get(name) if parent.node.is_dir else None
+        raw = bytes(request[BODY : size - 1])
+        node = self.tree.entries(parent.node, parent.fs).get(raw.decode(ENCODING, ERRORS)) if parent.node.is_dir \
+            else None
         if node is None:
             worker.reply(unique, NEGATIVE_ENTRY)  # cached by the kernel as "no such entry"
             return
         fs = self.tree.fs_of(node, parent.fs)
         check_empty(node, fs)
-        worker.reply(unique, self.inodes.child(parent, name, node, fs).entry)
+        worker.reply(unique, self.inodes.child(parent, raw, node, fs, self.tree.attributes(node, fs)).entry)
 
     def forget(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         self.inodes.forget(nodeid, kernel.FORGET_IN.unpack_from(request, BODY)[0])
@@ -178,6 +189,8 @@ class ImgfsOperations:
         count = max(0, min(length, stream.size - offset))
         ranges = stream.file_ranges(offset, count) if count >= SPLICE_MIN else None
         worker.reply_read(unique, stream, offset, count, ranges)
+        if offset == 0 and stream.size <= PUSH_FILE_MAX and inode.parent is not None:
+            self.pusher.read_one_of(inode.parent)
 
     def _open(self, inode: Inode) -> Stream:
         if inode.node.is_dir:
@@ -220,6 +233,8 @@ class ImgfsOperations:
         if entries is None:
             if not directory.node.is_dir:
                 raise NotADirectoryError(directory.path())
+            if directory.parent is not None and not self._prefetching:
+                self._start_prefetch()
             parent = directory.parent or directory
             entries = [(b".", directory.node, directory.fs), (b"..", parent.node, parent.fs)]
             entries += [(name.encode(ENCODING, ERRORS), node, fs)
@@ -227,14 +242,34 @@ class ImgfsOperations:
             self._listings[directory.nodeid] = entries
         return entries
 
+    def _start_prefetch(self) -> None:
+        """Once a walk of the tree begins (a directory below the root is listed), parse the rest ahead of it in
+        the background. Not earlier: reads right after the mount would wait for the GIL."""
+        self._prefetching = True
+        threading.Thread(target=self._prefetch, name="imgfs-prefetch", daemon=True).start()
+
+    def _prefetch(self) -> None:
+        """Parse directories breadth first, so that the walk finds them ready; bounded, so that a huge image is
+        not read whole into memory."""
+        queue, budget = collections.deque([(self.tree.root, self.tree.fs)]), PREFETCH_ENTRIES
+        while queue and budget > 0:
+            node, fs = queue.popleft()
+            try:
+                kids = self.tree.listing(node, fs)
+            except Exception as exc:  # noqa: BLE001 - a damaged directory is reported when someone lists it
+                log.debug("prefetch skipped %s: %s", node.name, exc)
+                continue
+            budget -= len(kids)
+            queue.extend((child, child_fs) for _, child, child_fs in kids if child.is_dir)
+
     def _record(self, directory: Inode, index: int, entry: tuple[bytes, Node, Filesystem], plus: bool) -> bytes:
         raw, node, fs = entry
         shown = self.tree.attributes(node, fs)
         head = kernel.DIRENT.pack(shown.ino, index + 1, len(raw), kernel.dirent_type(shown.mode)) + raw
         if plus:
             head = (NO_ENTRY if index < 2 or not readable(node, fs)
-                    else self.inodes.child(directory, raw.decode(ENCODING, ERRORS), node, fs).entry) + head
-        return head + bytes(-len(head) % 8)
+                    else self.inodes.child(directory, raw, node, fs, shown).entry) + head
+        return head + PADDING[-len(head) % 8]
 
 
 def check_empty(node: Node, fs: Filesystem) -> None:
@@ -252,3 +287,59 @@ def readable(node: Node, fs: Filesystem) -> bool:
     except Exception:  # noqa: BLE001 - the look-up that follows reports it
         return False
     return True
+
+
+class Pusher:
+    """Small files stored into the kernel's page cache before they are read.
+
+    Reading one small file of a directory (from its start) suggests that its small siblings come next: ``cp -r``,
+    ``tar``, a file manager's thumbnails. They are pushed in listing order with FUSE's notify-store, from a
+    thread of their own, so that their reads find the pages cached and need no round trip at all. Only files
+    the kernel holds an inode for (listed with attributes) can be stored; ``ls -l`` and ``find`` read nothing
+    and push nothing. A directory is pushed once, and at most PUSH_DIRECTORY_MAX bytes of it.
+    """
+
+    def __init__(self, operations: ImgfsOperations) -> None:
+        self.operations = operations
+        self._done: set[int] = set()  # directories pushed (by node id)
+        self._queue: collections.deque[Inode] = collections.deque()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.stored = 0  # files stored (a statistic)
+
+    def read_one_of(self, directory: Inode) -> None:
+        if directory.nodeid in self._done:
+            return
+        self._done.add(directory.nodeid)
+        self._queue.append(directory)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="imgfs-push", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                try:
+                    self._push(self._queue.popleft())
+                except Exception as exc:  # noqa: BLE001 - pushing is only a head start: reads still work
+                    log.debug("push skipped: %s", exc)
+
+    def _push(self, directory: Inode) -> None:
+        table, tree, budget = self.operations.inodes.table, self.operations.tree, PUSH_DIRECTORY_MAX
+        writer = self.operations.notifier
+        for _, node, fs in tree.listing(directory.node, directory.fs):
+            if budget <= 0 or writer is None:
+                return
+            if not 0 < node.size <= PUSH_FILE_MAX or not node.is_file:
+                continue
+            inode = table.get(tree.attributes(node, fs).ino)
+            if inode is None or inode.node is not node or inode.stream is not None:
+                continue  # unknown to the kernel, or read already
+            stream = inode.stream = fs.open(node)
+            data = stream.pread(0, stream.size)
+            if writer(inode.nodeid, 0, data):
+                self.stored += 1
+                budget -= len(data)

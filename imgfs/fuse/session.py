@@ -133,6 +133,19 @@ class Session:
             self.on_ready()
 
 
+    def store(self, nodeid: int, offset: int, data: bytes) -> bool:
+        """Put ``data`` into the kernel's page cache of ``nodeid`` at ``offset`` before anyone asks: the read
+        that follows needs no round trip. False when the kernel no longer knows the inode."""
+        head = kernel.OUT_HEADER.size + kernel.NOTIFY_STORE_OUT.size
+        message = kernel.OUT_HEADER.pack(head + len(data), kernel.NOTIFY_STORE, 0) + \
+            kernel.NOTIFY_STORE_OUT.pack(nodeid, offset, len(data), 0)
+        try:
+            os.writev(self.fd, [message, data])
+        except OSError:
+            return False
+        return True
+
+
 def _pipe_capacity(wanted: int) -> int:
     """The size a splice pipe can get here: ``wanted`` if allowed (root), else fs.pipe-max-size."""
     read_end, write_end = os.pipe()
@@ -234,15 +247,3 @@ class Worker:
             for end in self._pipe:
                 os.close(end)
             self._pipe = None
-
-    def store(self, nodeid: int, offset: int, data: bytes) -> bool:
-        """Put ``data`` into the kernel's page cache of ``nodeid`` at ``offset`` before anyone asks: the read
-        that follows needs no round trip. False when the kernel no longer knows the inode."""
-        head = kernel.OUT_HEADER.size + kernel.NOTIFY_STORE_OUT.size
-        message = kernel.OUT_HEADER.pack(head + len(data), kernel.NOTIFY_STORE, 0) + \
-            kernel.NOTIFY_STORE_OUT.pack(nodeid, offset, len(data), 0)
-        try:
-            os.writev(self.fd, [message, data])
-        except OSError:
-            return False
-        return True
