@@ -149,6 +149,8 @@ def _mount_main(argv: list[str]) -> int:
         raise UsageError("expected IMAGE and MOUNTPOINT" if positional or groups else "no image given")
     image_path, mountpoint = positional
     options = parse_options(groups)
+    foreground = foreground or options.debug  # -o debug is -d
+    debug = debug or options.debug
     if not os.path.exists(mountpoint):
         return _fail(f"mount point {mountpoint} does not exist")
     if not os.path.isdir(mountpoint):

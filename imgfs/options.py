@@ -37,6 +37,8 @@ class MountOptions:
     verify: bool = False  # check EDC/ECC of raw sectors and container checksums while reading
     raw_views: bool = False  # the .imgfs folder: info.json, tracks, sessions, boot images, partitions
     passfile: Optional[str] = None  # a file holding the passphrase of an encrypted image
+    debug: bool = False  # -o debug: as -d (every FUSE request logged, in the foreground)
+    default_permissions: bool = False  # the kernel checks the image's modes for everyone, the mounting user too
     fuse_flags: list[str] = field(default_factory=list)
 
     def presentation(self) -> Presentation:
@@ -78,6 +80,10 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
         opts.verify = True
     elif key == "rawviews" and value is None:
         opts.raw_views = True
+    elif key == "debug" and value is None:
+        opts.debug = True
+    elif key == "default_permissions" and value is None:
+        opts.default_permissions = True
     elif key in ("passphrase", "password", "pass"):
         raise OptionError(f"{key}= is not accepted on the command line, where other users can read it: "
                           "use passfile=FILE or the IMGFS_PASSPHRASE environment variable")

@@ -33,7 +33,7 @@ def fuse_options(image: OpenedImage, options: MountOptions) -> list[str]:
     found = ["ro", "nosuid", "nodev", f"fsname={escape(os.path.abspath(image.path))}", "subtype=imgfs"]
     if options.allow_other:
         found += ["allow_other", "default_permissions"]  # other users get the modes the image gives
-    elif getattr(options, "default_permissions", False):
+    elif options.default_permissions:
         found.append("default_permissions")
     found += [flag for flag in options.fuse_flags if flag not in found]
     return found
