@@ -31,28 +31,23 @@ _PATH_ERRORS = {FileNotFoundError: errno.ENOENT, NotADirectoryError: errno.ENOTD
 
 
 class Inode:
-    """What the kernel knows as one node id: the node, its filesystem, its packed ``fuse_entry_out``."""
+    """What the kernel knows as one node id: the node and its filesystem, where it was found, how often.
 
-    __slots__ = ("node", "fs", "nodeid", "entry", "nlookup", "stream", "parent", "name", "mode", "uid", "gid")
+    Kept small (seven slots, nothing packed ahead): a walk of a million files makes a million of them."""
 
-    def __init__(self, node: Node, fs: Filesystem, nodeid: int, shown: Attributes, parent: Optional[Inode],
-                 name: bytes) -> None:
+    __slots__ = ("node", "fs", "nodeid", "nlookup", "stream", "parent", "name")
+
+    def __init__(self, node: Node, fs: Filesystem, nodeid: int, parent: Optional[Inode], name: str) -> None:
         self.node, self.fs, self.nodeid = node, fs, nodeid
-        self.mode, self.uid, self.gid = shown.mode, shown.uid, shown.gid
-        self.entry = pack_entry(nodeid, shown)
         self.nlookup = 0
         self.stream: Optional[Stream] = None  # opened on the first read
-        self.parent, self.name = parent, name
-
-    @property
-    def attr(self) -> bytes:
-        return self.entry[kernel.ENTRY_OUT.size :]
+        self.parent, self.name = parent, name  # the name: the tree's own string, shared
 
     def path(self) -> str:
         """The path it was first found under (for log lines; a hard link has others)."""
         parts, inode = [], self
         while inode is not None and inode.parent is not None:
-            parts.append(inode.name.decode("utf-8", "replace"))
+            parts.append(inode.name)
             inode = inode.parent
         return "/" + "/".join(reversed(parts))
 
@@ -76,7 +71,8 @@ class Inodes:
         self.tree = tree
         self._lock = threading.Lock()  # lookup counts change from several threads
         self._synthetic = itertools.count(SYNTHETIC_ID)
-        root = Inode(tree.root, tree.fs, kernel.ROOT_ID, tree.attributes(tree.root, tree.fs), None, b"")
+        self._synthetic_ids: dict[int, int] = {}  # id(node) -> its made-up node id
+        root = Inode(tree.root, tree.fs, kernel.ROOT_ID, None, "")
         root.nlookup = 1 << 62  # the root is never forgotten
         self.table: dict[int, Inode] = {kernel.ROOT_ID: root}
         self.root = root
@@ -87,17 +83,19 @@ class Inodes:
             raise FileNotFoundError(f"node {nodeid}")  # the kernel forgot it and asks again: cannot happen
         return inode
 
-    def child(self, parent: Inode, name: bytes, node: Node, fs: Filesystem, shown: Attributes) -> Inode:
-        """The inode of ``node`` (entry ``name`` of ``parent``, shown as ``shown``), counted as one more lookup."""
-        nodeid = shown.ino if shown.ino != kernel.ROOT_ID else SYNTHETIC_ID - 1
+    def child(self, parent: Inode, name: str, node: Node, fs: Filesystem, ino: int) -> Inode:
+        """The inode of ``node`` (entry ``name`` of ``parent``, inode number ``ino``), counted as one more
+        lookup."""
+        nodeid = ino if ino != kernel.ROOT_ID else SYNTHETIC_ID - 1
         with self._lock:
             inode = self.table.get(nodeid)
             if inode is not None and inode.node is not node and (
-                    stat.S_IFMT(inode.mode) != stat.S_IFMT(shown.mode) or stat.S_ISDIR(shown.mode)):
+                    stat.S_IFMT(inode.node.mode) != stat.S_IFMT(node.mode) or node.is_dir):
                 # the same number for another directory (or another type): the kernel must see two inodes
-                nodeid, inode = next(self._synthetic), None
+                nodeid = self._synthetic_ids.setdefault(id(node), next(self._synthetic))
+                inode = self.table.get(nodeid)
             if inode is None:
-                inode = self.table[nodeid] = Inode(node, fs, nodeid, shown, parent, name)
+                inode = self.table[nodeid] = Inode(node, fs, nodeid, parent, name)
             inode.nlookup += 1
         return inode
 
@@ -120,9 +118,10 @@ def errno_of(exc: BaseException) -> int:
     return errno.EIO
 
 
-def may_execute(mode: int, uid: int, gid: int, caller_uid: int, caller_gid: int) -> bool:
+def may_execute(shown: Attributes, caller_uid: int, caller_gid: int) -> bool:
     """X_OK as the kernel decides it from the mode bits: root may run anything with an x bit (and enter any
     directory); anyone else needs the x bit of the class they fall in (owner, group, others)."""
+    mode, uid, gid = shown.mode, shown.uid, shown.gid
     if caller_uid == 0:
         return stat.S_ISDIR(mode) or bool(mode & 0o111)
     if caller_uid == uid:

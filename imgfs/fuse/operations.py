@@ -20,7 +20,7 @@ from typing import Callable, Optional
 from imgfs.errors import ImageError
 from imgfs.filesystems.base import Filesystem, Node
 from imgfs.fuse import kernel
-from imgfs.fuse.inodes import ENOATTR, TIMEOUT, Inode, Inodes, errno_of, may_execute
+from imgfs.fuse.inodes import ENOATTR, TIMEOUT, Inode, Inodes, errno_of, may_execute, pack_entry
 from imgfs.fuse.session import Handler, Worker
 from imgfs.image import OpenedImage
 from imgfs.io.stream import Stream
@@ -54,7 +54,7 @@ class ImgfsOperations:
         self.inodes = Inodes(self.tree)
         self.has_xattrs = any(fs.has_xattrs for fs in self.tree.filesystems)
         self.flags = WANTED
-        self._listings: dict[int, list[tuple[bytes, Node, Filesystem]]] = {}
+        self._listings: dict[int, list[tuple[str, Node, Filesystem]]] = {}
         self._prefetching = False
         self.pusher = Pusher(self)
         self.notifier: Optional[Callable[[int, int, bytes], bool]] = None  # set by the session: notify-store
@@ -89,15 +89,15 @@ class ImgfsOperations:
 
     def lookup(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         parent = self.inodes.get(nodeid)
-        raw = bytes(request[BODY : size - 1])
-        node = self.tree.entries(parent.node, parent.fs).get(raw.decode(ENCODING, ERRORS)) if parent.node.is_dir \
-            else None
+        name = bytes(request[BODY : size - 1]).decode(ENCODING, ERRORS)
+        node = self.tree.entries(parent.node, parent.fs).get(name) if parent.node.is_dir else None
         if node is None:
             worker.reply(unique, NEGATIVE_ENTRY)  # cached by the kernel as "no such entry"
             return
         fs = self.tree.fs_of(node, parent.fs)
         check_empty(node, fs)
-        worker.reply(unique, self.inodes.child(parent, raw, node, fs, self.tree.attributes(node, fs)).entry)
+        shown = self.tree.attributes(node, fs)
+        worker.reply(unique, pack_entry(self.inodes.child(parent, name, node, fs, shown.ino).nodeid, shown))
 
     def forget(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         self.inodes.forget(nodeid, kernel.FORGET_IN.unpack_from(request, BODY)[0])
@@ -109,7 +109,9 @@ class ImgfsOperations:
             self.inodes.forget(forgotten, nlookup)
 
     def getattr(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
-        worker.reply(unique, ATTR_OUT_HEAD + self.inodes.get(nodeid).attr)
+        inode = self.inodes.get(nodeid)
+        shown = self.tree.attributes(inode.node, inode.fs)
+        worker.reply(unique, ATTR_OUT_HEAD + pack_entry(nodeid, shown)[kernel.ENTRY_OUT.size :])
 
     def readlink(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         target = self.inodes.get(nodeid).node.target
@@ -126,7 +128,7 @@ class ImgfsOperations:
         _, _, _, _, uid, gid, _, _, _ = kernel.IN_HEADER.unpack_from(request)
         if mask & os.W_OK:
             worker.error(unique, errno.EROFS)
-        elif mask & os.X_OK and not may_execute(inode.mode, inode.uid, inode.gid, uid, gid):
+        elif mask & os.X_OK and not may_execute(self.tree.attributes(inode.node, inode.fs), uid, gid):
             worker.error(unique, errno.EACCES)
         else:
             worker.reply(unique)
@@ -227,7 +229,7 @@ class ImgfsOperations:
             self._listings.pop(nodeid, None)  # read to the end: a second listing comes from the kernel's cache
         worker.reply(unique, b"".join(records))
 
-    def _listing(self, directory: Inode) -> list[tuple[bytes, Node, Filesystem]]:
+    def _listing(self, directory: Inode) -> list[tuple[str, Node, Filesystem]]:
         """The entries of ``directory``, "." and ".." first, kept while the kernel reads them in pieces."""
         entries = self._listings.get(directory.nodeid)
         if entries is None:
@@ -236,9 +238,8 @@ class ImgfsOperations:
             if directory.parent is not None and not self._prefetching:
                 self._start_prefetch()
             parent = directory.parent or directory
-            entries = [(b".", directory.node, directory.fs), (b"..", parent.node, parent.fs)]
-            entries += [(name.encode(ENCODING, ERRORS), node, fs)
-                        for name, node, fs in self.tree.listing(directory.node, directory.fs)]
+            entries = [(".", directory.node, directory.fs), ("..", parent.node, parent.fs)]
+            entries += self.tree.listing(directory.node, directory.fs)
             self._listings[directory.nodeid] = entries
         return entries
 
@@ -262,13 +263,14 @@ class ImgfsOperations:
             budget -= len(kids)
             queue.extend((child, child_fs) for _, child, child_fs in kids if child.is_dir)
 
-    def _record(self, directory: Inode, index: int, entry: tuple[bytes, Node, Filesystem], plus: bool) -> bytes:
-        raw, node, fs = entry
+    def _record(self, directory: Inode, index: int, entry: tuple[str, Node, Filesystem], plus: bool) -> bytes:
+        name, node, fs = entry
+        raw = name.encode(ENCODING, ERRORS)
         shown = self.tree.attributes(node, fs)
         head = kernel.DIRENT.pack(shown.ino, index + 1, len(raw), kernel.dirent_type(shown.mode)) + raw
         if plus:
             head = (NO_ENTRY if index < 2 or not readable(node, fs)
-                    else self.inodes.child(directory, raw, node, fs, shown).entry) + head
+                    else pack_entry(self.inodes.child(directory, name, node, fs, shown.ino).nodeid, shown)) + head
         return head + PADDING[-len(head) % 8]
 
 
