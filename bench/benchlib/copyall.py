@@ -103,7 +103,7 @@ def table(medians: dict[str, dict[str, float]], ratios: dict[str, dict[str, floa
     ratios = {key[len(prefix):]: value for key, value in ratios.items() if key.startswith(prefix)}
     lines = ["| workload | who | seconds | imgfs's time against it |", "|---|---|---|---|"]
     labels = {"copy_all": "copy everything to tmpfs (`cp -r`, or the extractor)",
-              "tar_all": "`tar -cf - MNT | cat > /dev/null`"}
+              "tar_all": "`tar -cf - MNT \\| cat > /dev/null`"}
     for key in ("copy_all", "tar_all"):
         for who, seconds in medians.get(key, {}).items():
             ratio = "–" if who == "imgfs" else f"{ratios[key][who]:.2f}×"

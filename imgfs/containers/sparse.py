@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional, Union
 
-from imgfs.containers.dmg.encrypted import open_encrypted_parts, read_v2_header
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.stream import Extent, ExtentStream, FileStream, Stream, read_exact
 from imgfs.layer import Layer, OpenContext
@@ -292,6 +291,10 @@ def open_sparsebundle(path: str, ctx: OpenContext) -> Stream:
 
 
 def _open_encrypted_bundle(token: str, bands: SparseBundleStream, ctx: OpenContext) -> Stream:
+    # imported here, not at the top: loading the cipher library costs every mount 40-60 ms, and the registry
+    # imports this module for any image (a sparse bundle is a folder it looks for)
+    from imgfs.containers.dmg.encrypted import open_encrypted_parts, read_v2_header
+
     header_stream = FileStream(token)
     try:
         header = read_v2_header(header_stream)
