@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Callable, Optional
 
@@ -23,6 +24,7 @@ from imgfs.options import MountOptions
 log = logging.getLogger("imgfs.fuse")
 
 THREADS = 4  # several readers at once; idle threads cost nothing while one reader streams
+SWITCH_INTERVAL_S = 0.0005  # a request waits at most this long for the GIL behind a parse (Python's default: 5 ms)
 READAHEAD_KB = 1024
 
 __all__ = ["ImgfsOperations", "serve", "fuse_options"]
@@ -56,6 +58,7 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
 
     session = Session(mounted, operations, threads=1 if options.single_threaded else THREADS, debug=debug,
                       on_ready=ready)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     operations.notifier = session.store
     restore = _unmount_on_signals(mounted.unmount)
     try:
