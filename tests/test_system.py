@@ -324,3 +324,11 @@ def test_o_debug_is_d(iso, public_dir):
         if proc.poll() is None:
             proc.kill()
         unmount(mnt)
+
+
+def test_allow_root_lets_root_in_and_turns_others_away(iso, public_dir, test_user):
+    mnt = mountpoint(public_dir, "mnt-allow-root")
+    with mounted(iso, mnt, "allow_root"):
+        refused = as_user(test_user, "cat", str(mnt / "hello.txt"))  # first: nothing cached yet
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr
+        assert (mnt / "hello.txt").read_bytes() == b"hello from the image\n"

@@ -37,7 +37,11 @@ def fuse_options(image: OpenedImage, options: MountOptions) -> list[str]:
         found += ["allow_other", "default_permissions"]  # other users get the modes the image gives
     elif options.default_permissions:
         found.append("default_permissions")
-    found += [flag for flag in options.fuse_flags if flag not in found]
+    for flag in options.fuse_flags:
+        # allow_root is allow_other for the kernel, with the other users turned away here (Session)
+        flag = "allow_other" if flag == "allow_root" else flag
+        if flag not in found:
+            found.append(flag)
     return found
 
 
@@ -56,8 +60,9 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
         if on_ready is not None:
             on_ready()
 
+    only = {0, os.getuid()} if "allow_root" in options.fuse_flags and not options.allow_other else None
     session = Session(mounted, operations, threads=1 if options.single_threaded else THREADS, debug=debug,
-                      on_ready=ready)
+                      on_ready=ready, only_uids=only)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     operations.notifier = session.store
     restore = _unmount_on_signals(mounted.unmount)

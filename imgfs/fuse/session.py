@@ -51,8 +51,9 @@ class Session:
     """Serve ``operations`` on a mounted ``/dev/fuse`` with ``threads`` threads until it is unmounted."""
 
     def __init__(self, mounted: Mounted, operations: Operations, threads: int = 1, debug: bool = False,
-                 on_ready: Optional[Callable[[], None]] = None) -> None:
+                 on_ready: Optional[Callable[[], None]] = None, only_uids: Optional[set[int]] = None) -> None:
         self.mounted = mounted
+        self.only_uids = only_uids  # allow_root: root and the mounting user; anyone else gets EACCES
         self.fd = mounted.fd
         self.operations = operations
         self.threads = max(1, threads)
@@ -81,7 +82,7 @@ class Session:
         worker = Worker(self)
         buffer, fd = worker.request, self.fd
         unpack = kernel.IN_HEADER.unpack_from
-        handlers, debug = self.operations.handlers, self.debug
+        handlers, debug, only = self.operations.handlers, self.debug, self.only_uids
         try:
             while True:
                 try:
@@ -96,6 +97,9 @@ class Session:
                 if debug:
                     log.debug("%s node %d (uid %d pid %d)", kernel.NAMES.get(opcode, opcode), nodeid, uid, pid)
                 handler = handlers.get(opcode)
+                if only is not None and uid not in only and handler is not None and opcode not in kernel.NO_REPLY:
+                    worker.error(unique, errno.EACCES)
+                    continue
                 try:
                     if handler is not None:
                         handler(worker, unique, nodeid, buffer, size)
