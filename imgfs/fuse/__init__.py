@@ -56,7 +56,7 @@ def serve(image: OpenedImage, mountpoint: str, options: MountOptions,
         raise ImageError(str(exc)) from None
 
     def ready() -> None:
-        raise_readahead(where)
+        raise_readahead(where, session.pipe_size)
         if on_ready is not None:
             on_ready()
 
@@ -87,17 +87,19 @@ def _unmount_on_signals(unmount: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-def raise_readahead(mountpoint: str) -> None:
-    """Let the kernel read ahead 1 MiB at a time on this mount (FUSE's default is 128 KiB): fewer, larger
-    READ requests stream faster. Only root may; for anyone else this quietly does nothing."""
+def raise_readahead(mountpoint: str, pipe_size: int = 0) -> None:
+    """Let the kernel read ahead about 1 MiB at a time on this mount (FUSE's default is 128 KiB): fewer,
+    larger READ requests stream faster. Only root may; for anyone else this quietly does nothing. A request
+    must fit the splice pipe with its header and a page it starts inside: with the usual 1 MiB pipes, 1016 KiB."""
+    wanted_kb = READAHEAD_KB if not pipe_size else min(READAHEAD_KB, pipe_size // 1024 - 8)
     try:
         with open("/proc/self/mountinfo") as mountinfo:
             device = next(line.split()[2] for line in mountinfo if line.split()[4] == mountpoint)
         knob = f"/sys/class/bdi/{device}/read_ahead_kb"
         with open(knob) as f:
-            if int(f.read()) >= READAHEAD_KB:
+            if int(f.read()) >= wanted_kb:
                 return
         with open(knob, "w") as f:
-            f.write(str(READAHEAD_KB))
+            f.write(str(wanted_kb))
     except (OSError, StopIteration, ValueError, IndexError):
         pass

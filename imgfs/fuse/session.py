@@ -212,8 +212,9 @@ class Worker:
         self._write(self._view[: head + count])
 
     def _splice(self, unique: int, length: int, pieces: Sequence[Piece]) -> bool:
-        # each piece may start inside a page and end inside one; the header takes a slot of its own
-        if PAGE * (length // PAGE + 2 * len(pieces) + 1) > self.session.pipe_size:
+        # a pipe holds one page (or part of one) per slot: the header takes a slot, each piece its pages
+        slots = 1 + sum((offset % PAGE + count + PAGE - 1) // PAGE for _, offset, count in pieces)
+        if slots * PAGE > self.session.pipe_size:
             return False
         read_end, write_end = self._pipe or self._new_pipe()
         head = kernel.OUT_HEADER.size
