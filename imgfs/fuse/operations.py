@@ -185,14 +185,24 @@ class ImgfsOperations:
     # -- data -----------------------------------------------------------------------------------------
 
     def read(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
+        """Small reads of plain extents are answered at once; large ones and decoded data go to a pool thread,
+        so that one slow read does not hold up the others."""
         _, offset, length, _, _, _, _ = kernel.READ_IN.unpack_from(request, BODY)
         inode = self.inodes.get(nodeid)
         stream = inode.stream or self._open(inode)
         count = max(0, min(length, stream.size - offset))
-        ranges = stream.file_ranges(offset, count) if count >= SPLICE_MIN else None
-        worker.reply_read(unique, stream, offset, count, ranges)
+        ranges = stream.file_ranges(offset, count)
+        if count < SPLICE_MIN and ranges is not None:
+            worker.reply_read(unique, stream, offset, count, None)
+        else:
+            worker.hand_over(self._read, unique, nodeid, kernel.READ, inode, stream, offset, count, ranges)
         if offset == 0 and stream.size <= PUSH_FILE_MAX and inode.parent is not None:
             self.pusher.read_one_of(inode.parent)
+
+    @staticmethod
+    def _read(worker: Worker, unique: int, inode: Inode, stream: Stream, offset: int, count: int,
+              ranges: Optional[list[tuple[int, int, int]]]) -> None:
+        worker.reply_read(unique, stream, offset, count, ranges if count >= SPLICE_MIN else None)
 
     def _open(self, inode: Inode) -> Stream:
         if inode.node.is_dir:
