@@ -74,7 +74,7 @@ class Session:
         large read, decoding) it hands to the others, which wait on a queue, not on ``/dev/fuse``. Threads
         all waiting on ``/dev/fuse`` would each be woken in turn, and a single reader's random reads ran at
         less than half the speed."""
-        pool = [threading.Thread(target=self._work, name=f"imgfs-fuse-{n}", daemon=True)
+        pool = [threading.Thread(target=self._work, name=f"fuse-worker-{n}", daemon=True)
                 for n in range(1, self.threads)]
         self.jobs = queue.SimpleQueue() if pool else None
         for thread in pool:
