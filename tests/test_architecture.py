@@ -1,10 +1,10 @@
 """The shape of the package, as the README's "How it is built" states it: checked, not hoped for.
 
 * No import cycles, counting imports inside functions (``if TYPE_CHECKING:`` blocks are not imports).
-* The modules directly under ``imgfs/`` and in ``imgfs/cli/`` (the assembler, the tree, the command line, the
-  FUSE adapter, ...) name no format and import no container, filesystem, volume or codec module: only the
-  registry does, by name.
-* Only the FUSE adapter imports the FUSE binding. No module is over 500 lines.
+* The modules directly under ``imgfs/``, in ``imgfs/cli/`` and in ``imgfs/fuse/`` (the assembler, the tree, the
+  command line, the FUSE adapter, ...) name no format and import no container, filesystem, volume or codec
+  module: only the registry does, by name.
+* Only the FUSE adapter (imgfs.fuse) speaks FUSE, with no binding library. No module is over 500 lines.
 * Every registry entry names an opener that exists.
 """
 
@@ -20,7 +20,8 @@ from imgfs import registry
 PACKAGE = Path(__file__).resolve().parents[1] / "imgfs"
 FORMAT_PACKAGES = ("imgfs.containers", "imgfs.filesystems", "imgfs.volumes", "imgfs.codecs")
 GENERIC = sorted([p for p in PACKAGE.glob("*.py") if p.name not in ("registry.py", "__init__.py", "__main__.py")]
-                 + list(PACKAGE.glob("cli/*.py")))  # the command line is generic too
+                 + list(PACKAGE.glob("cli/*.py")) + list(PACKAGE.glob("fuse/*.py")))  # the command line and the
+# FUSE adapter are generic too
 
 
 def module_name(path: Path) -> str:
@@ -100,11 +101,24 @@ def test_generic_modules_name_no_format(path: Path) -> None:
     assert not named, f"{path.name} names the formats {named}"
 
 
-def test_only_the_fuse_adapter_imports_the_fuse_binding() -> None:
+def _in_adapter(name: str) -> bool:
+    return name == "imgfs.fuse" or name.startswith("imgfs.fuse.")
+
+
+def test_only_the_fuse_adapter_speaks_fuse() -> None:
+    """imgfs.fuse speaks the kernel protocol itself: no binding library is imported anywhere, and outside the
+    package only imgfs.fuse_ops (where the CLI finds ``serve``) imports it."""
+    bindings = ("mfusepy", "fusepy", "pyfuse3", "llfuse", "refuse")
     users = sorted(name for name, path in MODULES.items()
                    if any(isinstance(node, (ast.Import, ast.ImportFrom))
-                          and "mfusepy" in ast.unparse(node) for node in ast.walk(ast.parse(path.read_text()))))
-    assert users == ["imgfs.fuse_ops"]
+                          and any(b in ast.unparse(node).split() for b in bindings)
+                          for node in ast.walk(ast.parse(path.read_text()))))
+    assert users == []
+    outside = sorted(name for name, deps in GRAPH.items() if not _in_adapter(name) and any(map(_in_adapter, deps)))
+    assert outside == ["imgfs.fuse_ops"]
+    devices = sorted(name for name, path in MODULES.items()
+                     if "/dev/fuse" in path.read_text() and not _in_adapter(name))
+    assert devices == []
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -1,67 +1,175 @@
-"""The FUSE adapter in-process: the fast paths (zero-copy read, packed struct stat, READDIRPLUS)
-give what the plain paths give, and errors map to the right errno."""
+"""The FUSE adapter served in-process on a real mount: the spliced and the buffered read paths give the same
+bytes, several readers at once get theirs, X_OK follows the mode bits, errors map to errno, and a damaged
+region's log line names the path."""
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import errno
+import logging
 import os
+import random
 import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from conftest import is_mounted
 from isotools import pseudo_random, write_file, xorriso
 
-from imgfs import fuse_ops
+from imgfs.fuse import ImgfsOperations, fuse_options
+from imgfs.fuse.mount import mount
+from imgfs.fuse.session import Session
 from imgfs.image import open_image
 from imgfs.options import MountOptions
 
+BIG = pseudo_random(3_000_000, 60)
+TEXT = b"compressible line of text\n" * 20_000
+SMALL_FILES = 30
+
+
+def small(n: int) -> bytes:
+    return pseudo_random(100 + 977 * n, n)
+
 
 @pytest.fixture(scope="module")
-def operations(tmp_path_factory):
+def iso(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("ops")
-    write_file(base / "src" / "data.bin", pseudo_random(300_000, 60))
+    write_file(base / "src" / "data.bin", BIG)
+    write_file(base / "src" / "text.txt", TEXT)
+    write_file(base / "src" / "run.sh", b"#!/bin/sh\necho hi\n", 0o755)
+    write_file(base / "src" / "own.sh", b"#!/bin/sh\n", 0o700)
     write_file(base / "src" / "dir" / "inner.txt", b"inner\n", 0o640)
+    for n in range(SMALL_FILES):
+        write_file(base / "src" / "small" / f"f{n:02d}", small(n))
     (base / "src" / "link").symlink_to("dir/inner.txt")
-    options = MountOptions(umask=0o022)
-    image = open_image(str(xorriso(base / "ops.iso", base / "src")), options)
-    yield fuse_ops.ImgfsOperations(image, options)
-    image.close()
+    return xorriso(base / "ops.iso", base / "src", "-zisofs", "block_size=32k",
+                   "-set_filter_r", "--zisofs", "/text.txt", "--")
 
 
-def test_the_fast_paths_are_wired_into_libfuse():
-    for name in ("read", "fgetattr", "readdir_fuse_3", "_wrapper"):
-        assert getattr(fuse_ops._Fuse, name) is not getattr(fuse_ops.mfusepy.FUSE, name), name
+@contextlib.contextmanager
+def served(image_path: Path, mountpoint: Path, threads: int = 2, splice: bool = True) -> Iterator[Session]:
+    """Mount ``image_path`` and serve it from threads of this process; unmount on the way out."""
+    mountpoint.mkdir(exist_ok=True)
+    options = MountOptions()
+    image = open_image(str(image_path), options)
+    mounted = mount(str(mountpoint), fuse_options(image, options))
+    session = Session(mounted, ImgfsOperations(image, options, str(mountpoint)), threads=threads)
+    session.splice = session.splice and splice
+    session.operations.notifier = session.store
+    thread = threading.Thread(target=session.run, daemon=True)
+    thread.start()
+    try:
+        assert session.ready.wait(10)
+        yield session
+    finally:
+        mounted.unmount()
+        thread.join(10)
+        mounted.close()
+        image.close()
+        assert not is_mounted(mountpoint)
 
 
-def test_read_into_fills_libfuse_buffer(operations):
-    fh = operations.open("/data.bin", os.O_RDONLY)
-    buffer = (ctypes.c_char * 70_000)()
-    count = operations.read_into(ctypes.addressof(buffer), 70_000, 250_000, fh)
-    assert count == 50_000 and buffer.raw[:count] == pseudo_random(300_000, 60)[250_000:]
-    assert operations.read("/data.bin", 10, 5, fh) == pseudo_random(300_000, 60)[5:15]
-    operations.release("/data.bin", fh)
+def read_in_blocks(path: Path, block: int) -> bytes:
+    with open(path, "rb", buffering=0) as f:
+        return b"".join(iter(lambda: f.read(block), b""))
 
 
-def test_packed_stat_equals_the_plain_one(operations):
-    for path in ("/", "/data.bin", "/dir", "/dir/inner.txt", "/link"):
-        st = fuse_ops.mfusepy.c_stat()
-        operations.fill_stat(path, st)
-        plain = operations.getattr(path)
-        assert (st.st_mode, st.st_ino, st.st_nlink, st.st_size, st.st_uid, st.st_gid) == (
-            plain["st_mode"], plain["st_ino"], plain["st_nlink"], plain["st_size"], plain["st_uid"], plain["st_gid"])
-        assert st.st_mtimespec.tv_sec * 10**9 + st.st_mtimespec.tv_nsec == plain["st_mtime"]
-        assert st.st_blocks == plain["st_blocks"]
-    assert stat.S_IMODE(operations.getattr("/dir/inner.txt")["st_mode"]) == 0o640 & ~0o022
+@pytest.mark.parametrize("splice", [True, False], ids=["spliced", "buffered"])
+def test_both_read_paths_give_the_files_bytes(iso, tmp_path, splice):
+    with served(iso, tmp_path / "mnt", splice=splice) as session:
+        assert read_in_blocks(tmp_path / "mnt" / "data.bin", 1 << 20) == BIG
+        assert read_in_blocks(tmp_path / "mnt" / "text.txt", 1 << 20) == TEXT  # zisofs: decoded, never spliced
+        with open(tmp_path / "mnt" / "data.bin", "rb", buffering=0) as f:
+            assert os.pread(f.fileno(), 5000, 2_999_000) == BIG[2_999_000:]
+        assert (session.spliced > 0) == splice
 
 
-def test_listing_has_dot_entries_and_errors_map_to_errno(operations):
-    assert [name for name, *_ in operations.listing("/")] == [".", "..", "data.bin", "dir", "link"]
-    cases = {"/nope": errno.ENOENT, "/data.bin/x": errno.ENOTDIR}
-    for path, code in cases.items():
+def test_small_siblings_are_pushed_into_the_page_cache_with_their_bytes(iso, tmp_path):
+    with served(iso, tmp_path / "mnt") as session:
+        folder = tmp_path / "mnt" / "small"
+        names = sorted(os.listdir(folder))  # READDIRPLUS: the kernel now holds an inode for each
+        assert (folder / names[0]).read_bytes() == small(0)  # reading one pushes the others
+        for _ in range(200):
+            if session.operations.pusher.stored >= SMALL_FILES - 1:
+                break
+            time.sleep(0.01)
+        assert session.operations.pusher.stored == SMALL_FILES - 1
+        assert [(folder / name).read_bytes() for name in names] == [small(n) for n in range(SMALL_FILES)]
+
+
+def test_concurrent_readers_get_their_bytes(iso, tmp_path):
+    rng = random.Random(3)
+    jobs = [(name, rng.randrange(len(data)), rng.choice((4096, 65536, 300_000)))
+            for name, data in (("data.bin", BIG), ("text.txt", TEXT)) for _ in range(150)]
+    wrong: list[tuple] = []
+    with served(iso, tmp_path / "mnt", threads=4):
+        def reader(part: list) -> None:
+            for name, offset, size in part:
+                data = BIG if name == "data.bin" else TEXT
+                # O_DIRECT: every read goes to the daemon, never to the page cache
+                fd = os.open(tmp_path / "mnt" / name, os.O_RDONLY | os.O_DIRECT)
+                try:
+                    buf = bytearray(size)
+                    got = os.preadv(fd, [memoryview(buf)], offset - offset % 4096)
+                finally:
+                    os.close(fd)
+                start = offset - offset % 4096
+                if bytes(buf[:got]) != data[start : start + size]:
+                    wrong.append((name, offset, size))
+        threads = [threading.Thread(target=reader, args=(jobs[i::6],)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not wrong
+
+
+def test_x_ok_follows_the_mode_bits(iso, tmp_path):
+    with served(iso, tmp_path / "mnt") as _:
+        root = tmp_path / "mnt"
+        assert os.access(root / "run.sh", os.X_OK) and os.access(root / "own.sh", os.X_OK)
+        assert not os.access(root / "data.bin", os.X_OK) and not os.access(root / "dir" / "inner.txt", os.X_OK)
+        assert os.access(root / "dir", os.X_OK) and os.access(root / "data.bin", os.R_OK)
+        assert not os.access(root / "data.bin", os.W_OK)
+        found = subprocess.run(["find", str(root), "-type", "f", "-executable"], capture_output=True, text=True,
+                               check=True).stdout.split()
+        assert sorted(found) == [str(root / "own.sh"), str(root / "run.sh")]
+
+
+def test_attributes_links_and_errors(iso, tmp_path):
+    with served(iso, tmp_path / "mnt") as _:
+        root = tmp_path / "mnt"
+        assert sorted(os.listdir(root)) == ["data.bin", "dir", "link", "own.sh", "run.sh", "small", "text.txt"]
+        st = os.stat(root / "dir" / "inner.txt")
+        assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_size == 6 and st.st_mtime == 1_600_000_000
+        assert os.readlink(root / "link") == "dir/inner.txt" and (root / "link").read_bytes() == b"inner\n"
+        assert os.stat(root / "data.bin").st_blocks == (len(BIG) + 511) // 512
+        assert {".", ".."} <= set(subprocess.run(["ls", "-a", str(root)], capture_output=True, text=True,
+                                                 check=True).stdout.split())
+        cases = {root / "nope": errno.ENOENT, root / "data.bin" / "x": errno.ENOTDIR}
+        for path, code in cases.items():
+            with pytest.raises(OSError) as caught:
+                os.stat(path)
+            assert caught.value.errno == code
         with pytest.raises(OSError) as caught:
-            operations.getattr(path)
-        assert caught.value.errno == code
-    with pytest.raises(OSError) as caught:
-        operations.open("/data.bin", os.O_WRONLY)
-    assert caught.value.errno == errno.EROFS
-    assert operations.readlink("/link") == "dir/inner.txt"
+            os.open(root / "data.bin", os.O_WRONLY)
+        assert caught.value.errno == errno.EROFS
+        assert os.statvfs(root).f_blocks > 0
+
+
+def test_a_damaged_region_is_eio_with_a_log_line_naming_the_path(iso, tmp_path, caplog):
+    cut = tmp_path / "cut.iso"
+    data = iso.read_bytes()
+    at = data.index(BIG[:64])
+    cut.write_bytes(data[: at + 1_000_000])  # data.bin's extent now runs past the end of the image
+    with served(cut, tmp_path / "mnt"), caplog.at_level(logging.ERROR, logger="imgfs.fuse"):
+        with pytest.raises(OSError) as caught:
+            read_in_blocks(tmp_path / "mnt" / "data.bin", 1 << 20)
+        assert caught.value.errno == errno.EIO
+        assert "run.sh" in os.listdir(tmp_path / "mnt")  # the rest of the mount still works
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("read /data.bin: ") for line in lines), lines

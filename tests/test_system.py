@@ -3,6 +3,7 @@ without privileges, signals, and the commands that need no FUSE."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -219,4 +220,103 @@ def test_umount_of_something_not_mounted(public_dir):
 
 def test_ignored_options_are_accepted(iso, public_dir):
     with mounted(iso, mountpoint(public_dir, "mnt-ignored"), *IGNORED.split(","), "x-systemd.automount") as mnt:
+        assert (mnt / "hello.txt").read_bytes() == b"hello from the image\n"
+
+
+def test_unprivileged_reads_large_and_small_files_and_x_ok(public_dir, test_user):
+    """As a user: spliced (large) and buffered (small) reads give the file's bytes, X_OK follows the modes."""
+    src = public_dir / "src-user"
+    write_file(src / "big.bin", pseudo_random(3_000_000, 5))
+    write_file(src / "run.sh", b"#!/bin/sh\necho run\n", 0o755)
+    write_file(src / "notes.txt", b"not a program\n", 0o644)
+    image = xorriso(public_dir / "user.iso", src)
+    image.chmod(0o644)
+    mnt = mountpoint(public_dir, "mnt-user-reads")
+    os.chown(mnt, test_user.pw_uid, test_user.pw_gid)
+    done = as_user(test_user, IMGFS, str(image), str(mnt))
+    assert done.returncode == 0, done.stderr
+    try:
+        digest = as_user(test_user, "sha256sum", str(mnt / "big.bin")).stdout.split()[0]
+        assert digest == hashlib.sha256(pseudo_random(3_000_000, 5)).hexdigest()
+        assert as_user(test_user, "cat", str(mnt / "notes.txt")).stdout == "not a program\n"
+        found = as_user(test_user, "find", str(mnt), "-type", "f", "-executable").stdout.split()
+        assert found == [str(mnt / "run.sh")]
+        assert as_user(test_user, str(mnt / "run.sh")).stdout == "run\n"
+    finally:
+        as_user(test_user, IMGFS, "umount", str(mnt))
+    assert not is_mounted(mnt)
+
+
+def _allow_other_allowed() -> bool:
+    try:
+        return any(line.strip() == "user_allow_other" for line in Path("/etc/fuse.conf").read_text().splitlines())
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("case", ["allow_other", "not the user's", "already mounted"])
+def test_a_refused_mount_says_fusermount3s_reason(iso, public_dir, test_user, case):
+    """In background mode, the one line names fusermount3's own reason, not a libfuse error number."""
+    mnt = mountpoint(public_dir, f"mnt-refused-{case.replace(' ', '-')}")
+    args, reason = [], ""
+    if case == "allow_other":
+        if _allow_other_allowed():
+            pytest.skip("/etc/fuse.conf has user_allow_other")
+        os.chown(mnt, test_user.pw_uid, test_user.pw_gid)
+        args, reason = ["-o", "allow_other"], \
+            "fusermount3: option allow_other only allowed if 'user_allow_other' is set in /etc/fuse.conf"
+    elif case == "not the user's":
+        os.chown(mnt, 0, 0)
+        reason = f"fusermount3: user has no write access to mountpoint {mnt}"
+    else:
+        os.chown(mnt, test_user.pw_uid, test_user.pw_gid)
+        assert as_user(test_user, IMGFS, str(iso), str(mnt)).returncode == 0
+        reason = f"fusermount3: failed to access mountpoint {mnt}: Permission denied"
+    try:
+        done = as_user(test_user, IMGFS, str(iso), str(mnt), *args)
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [f"imgfs: cannot mount {iso} on {mnt}: {reason}"]
+    finally:
+        if case == "already mounted":
+            as_user(test_user, IMGFS, "umount", str(mnt))
+
+
+def test_default_permissions_makes_the_kernel_check_the_modes(iso, public_dir, test_user):
+    mnt = mountpoint(public_dir, "mnt-default-permissions")
+    os.chown(mnt, test_user.pw_uid, test_user.pw_gid)
+    done = as_user(test_user, IMGFS, str(iso), str(mnt), "-o", "default_permissions")
+    assert done.returncode == 0, done.stderr
+    try:
+        assert as_user(test_user, "cat", str(mnt / "hello.txt")).stdout == "hello from the image\n"
+        refused = as_user(test_user, "cat", str(mnt / "private.txt"))  # root's 0600 file
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr
+    finally:
+        as_user(test_user, IMGFS, "umount", str(mnt))
+
+
+def test_o_debug_is_d(iso, public_dir):
+    """-o debug stays in the foreground and logs every request by name."""
+    mnt = mountpoint(public_dir, "mnt-debug")
+    proc = subprocess.Popen([IMGFS, str(iso), str(mnt), "-o", "debug"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if is_mounted(mnt):
+                break
+            time.sleep(0.05)
+        assert (mnt / "hello.txt").read_bytes() == b"hello from the image\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "LOOKUP" in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        unmount(mnt)
+
+
+def test_allow_root_lets_root_in_and_turns_others_away(iso, public_dir, test_user):
+    mnt = mountpoint(public_dir, "mnt-allow-root")
+    with mounted(iso, mnt, "allow_root"):
+        refused = as_user(test_user, "cat", str(mnt / "hello.txt"))  # first: nothing cached yet
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr
         assert (mnt / "hello.txt").read_bytes() == b"hello from the image\n"

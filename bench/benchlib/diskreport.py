@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchlib import copyall
 from benchlib.disksuite import ALL_READERS, FUSE2FS, MEASUREMENTS, NTFS3G
 from benchlib.report import fmt, ready_verdict, rss_verdict, summarize
 
@@ -95,7 +96,9 @@ def render(meta: dict, medians: dict, ratios: dict, verdicts: dict, checks: dict
            f"ntfs-3g {meta.get('ntfs3g_version', '–')}; "
            f"{meta['cpus']} vCPU, Linux {meta['kernel']}, load average {meta['loadavg_at_start']:.1f} at the start.",
            "", f"Disk: `{meta['disk']}` ({meta['disk_mib']:,.0f} MiB, GPT). " + "; ".join(meta["partitions"]) + ".",
-           "", *table(medians, ratios, verdicts), "", "### Method (disks)", "", NOTES, "", "### Checks (disks)", ""]
+           "", *table(medians, ratios, verdicts), "", "### Copying everything off the ext4 partition (into tmpfs)", "",
+           *copyall.table(medians, ratios, "7zz x", 2.0, prefix="ext4."), "", "### Method (disks)", "", NOTES, "",
+           "### Checks (disks)", ""]
     for name, c in checks.items():
         out.append(f"- {name}: {c['entries']:,} entries; {c['blocks_wrong']} of {c['blocks_checked']} sampled "
                    f"4 KiB blocks of /bigfile differ from the disk image; size {c['bigfile_size']:,}.")

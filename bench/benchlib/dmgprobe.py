@@ -3,11 +3,12 @@
 ``$IMGFS_BENCH_PROBE`` when the mount ends.
 
 imgfs itself has no way to report its cache from a running mount (``imgfs info`` opens the image anew, the
-daemon logs nothing about its cache at unmount, ``-d`` logs only libfuse's requests). So this wrapper runs
+daemon logs nothing about its cache at unmount, ``-d`` logs only the FUSE requests). So this wrapper runs
 the very same ``imgfs.cli.main`` after wrapping, in memory only:
 
-* ``ImgfsOperations.read_into`` (every FUSE READ): thread, offset, size, start and end times;
-* ``UdifDisk.chunk`` (every request for a decoded chunk, from a read or from a read-ahead job): thread,
+* ``Worker.reply_read`` (every FUSE READ, in the thread that answers it): thread, offset, size, start and end
+  times;
+* ``ChunkedStream.chunk`` (every request for a decoded chunk, from a read or from a read-ahead job): thread,
   chunk, whether the chunk was in the cache already, how long the call took, whether this thread decoded;
 * ``UdifDisk.decode`` (every decode): thread, chunk, wall and CPU time (``time.thread_time``);
 * ``imgfs.fuse_ops.serve``: when it returns (the mount has ended) the events, the mount's
@@ -28,6 +29,7 @@ import time
 
 _events: dict[str, list] = {"reads": [], "chunks": [], "decodes": []}
 _local = threading.local()
+_caches: dict = {}
 _clock = time.perf_counter
 
 
@@ -39,20 +41,23 @@ def _thread_label() -> str:
 def install() -> None:
     from imgfs import fuse_ops
     from imgfs.containers.dmg import disk
+    from imgfs.fuse import session
+    from imgfs.io import chunked
 
-    read_into = fuse_ops.ImgfsOperations.read_into
-    chunk = disk.UdifDisk.chunk
+    reply_read = session.Worker.reply_read
+    chunk = chunked.ChunkedStream.chunk
     decode = disk.UdifDisk.decode
     serve = fuse_ops.serve
 
-    def probed_read_into(self, address: int, size: int, offset: int, fh: int) -> int:
+    def probed_reply_read(self, unique, stream, offset: int, size: int, pieces) -> None:  # noqa: ANN001
         start = _clock()
         try:
-            return read_into(self, address, size, offset, fh)
+            reply_read(self, unique, stream, offset, size, pieces)
         finally:
             _events["reads"].append((_thread_label(), offset, size, start, _clock()))
 
     def probed_chunk(self, i: int) -> bytes:
+        _caches[id(self._cache)] = self._cache  # the mount's BlockCache (the image no longer names it)
         cached = (self._key, i) in self._cache
         _local.decoded = False
         start = _clock()
@@ -75,8 +80,8 @@ def install() -> None:
         finally:
             _write(image)
 
-    fuse_ops.ImgfsOperations.read_into = probed_read_into
-    disk.UdifDisk.chunk = probed_chunk
+    session.Worker.reply_read = probed_reply_read
+    chunked.ChunkedStream.chunk = probed_chunk
     disk.UdifDisk.decode = probed_decode
     fuse_ops.serve = probed_serve
 
@@ -86,7 +91,8 @@ def _write(image) -> None:  # noqa: ANN001
     if not target:
         return
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out = {"cache": image.cache.stats(), "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+    stats = next(iter(_caches.values())).stats() if _caches else {"hits": 0, "misses": 0}
+    out = {"cache": stats, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
            "maxrss_mib": usage.ru_maxrss / 1024, **_events}
     partial = f"{target}.partial"
     with open(partial, "w") as f:

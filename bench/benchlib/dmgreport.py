@@ -3,6 +3,7 @@ the library path, and the verdicts."""
 
 from __future__ import annotations
 
+from benchlib import copyall
 from benchlib.dmgimage import CODECS
 from benchlib.dmgsuite import ALL_READERS, DMG2IMG, HOT_REGION, IMGFS, SEVENZIP
 from benchlib.report import RSS_BASE_MIB, fmt, ready_verdict, rss_verdict, summarize
@@ -281,6 +282,8 @@ def render(meta: dict, medians: dict, ratios: dict, verdicts: dict, probe: dict,
            f"{meta['small_files']} small files; DMGs: {sizes} (`{meta['dmg_stem']}-*.dmg`); "
            f"{meta['hot_reads']:,} random reads within {HOT_REGION >> 20} MiB, {meta['wide_reads']:,} over the whole "
            "file.", "", *main_table(medians, ratios, verdicts), "", noise_line(runs), "",
+           "### Copying everything off the UDZO image (into tmpfs)", "",
+           *copyall.table(medians, ratios, "7zz x", 2.0, prefix="zlib."), "",
            "### Cache and decoding (instrumented daemon, one mount per workload, one run)", "", *probe_table(probe), "",
            "### The library path (no FUSE) against the mount", "", *library_table(library, medians), "",
            "### Where the time goes (DMG)", "", *where_time_goes(medians, library, probe, meta["cache_mib"]), "",

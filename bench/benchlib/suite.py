@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from benchlib import images
+from benchlib import copyall, images
 from benchlib.images import BIG_NAME, BigFile
 from benchlib.mounts import FUSE_READERS, Mount, mounted
 from benchlib.workloads import (
@@ -22,6 +22,7 @@ from benchlib.workloads import (
     PYCDLIB_OPEN,
     Target,
     count_entries,
+    hashed_mb_s,
     imgfs_ls_recursive,
     in_process,
     mismatched_blocks,
@@ -92,6 +93,8 @@ MEASUREMENTS = (
                 lambda s, t, m: sequential_mb_s(t, 128 << 10)),
     Measurement("seq_1m", "sequential, 1 MiB reads, warm", "MB/s", READERS,
                 lambda s, t, m: sequential_mb_s(t, 1 << 20)),
+    Measurement("seq_hashed", "sequential, 128 KiB reads, each SHA-256-hashed, warm", "MB/s", READERS,
+                lambda s, t, m: hashed_mb_s(t)),
     Measurement("random_4k", "random 4 KiB reads, warm", "reads/s", READERS,
                 lambda s, t, m: random_reads_per_s(t, s.offsets)),
     Measurement("find", "`find MNT`, fresh mount", "s", FUSE_READERS, walk_seconds(["find"])),
@@ -138,6 +141,10 @@ def one_run(setup: Setup, order: tuple[str, ...]) -> dict:
                     run["ready_s"][reader].append(mount.ready_s)
         setup.log(f"  {m.key:14s} " + "  ".join(f"{r}={v:,.3f}" for r, v in values.items()))
     run["ready_s"] = {r: statistics.median(v) for r, v in run["ready_s"].items() if v}
+    run.update(copyall.copy_round(setup.image, tuple(r for r in order if r in FUSE_READERS), mounted,
+                                  setup.problems, lambda: images.warm(setup.image)))
+    setup.log("  copy_all       " + "  ".join(f"{r}={v:.3f}" for r, v in run["copy_all"].items()))
+    setup.log("  tar_all        " + "  ".join(f"{r}={v:.3f}" for r, v in run["tar_all"].items()))
     return run
 
 

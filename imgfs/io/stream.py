@@ -20,6 +20,8 @@ from typing import NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 
+FileRange = tuple[int, int, int]  # (descriptor, offset in the file, count)
+
 
 class Stream:
     """Base class: subclasses set ``size`` and implement ``pread``; ``readinto`` may be faster."""
@@ -53,6 +55,12 @@ class Stream:
             buf[:take] = data[done : done + take]
             done += take
         return done
+
+    def file_ranges(self, offset: int, length: int) -> Optional[list[FileRange]]:
+        """Where the bytes of a read at ``offset`` of ``length`` lie in open files, as (descriptor, offset in
+        it, count) in order, when they are stored there as they are; None when they must be decoded, zeroed or
+        assembled. The FUSE adapter splices such bytes from the page cache into its reply unread."""
+        return None
 
     def origin(self) -> tuple[Stream, int]:
         """The stream whose offsets the structures inside this one use, and where this one starts in it: itself
@@ -123,6 +131,10 @@ class FileStream(Stream):
             done += got
         return done
 
+    def file_ranges(self, offset: int, length: int) -> Optional[list[FileRange]]:
+        n = self._clamp(offset, length)
+        return [(self._fd, offset, n)] if n else []
+
     def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
         want = self._clamp(offset, sum(len(b) for b in bufs))
         got = os.preadv(self._fd, bufs, offset) if want else 0
@@ -170,6 +182,11 @@ class SliceStream(Stream):
             raise CorruptImage("data runs past the end of the image", layer=self.name,
                                offset=self.offset + offset + got)
         return got
+
+    def file_ranges(self, offset: int, length: int) -> Optional[list[FileRange]]:
+        n = self._clamp(offset, length)
+        ranges = self.base.file_ranges(self.offset + offset, n)
+        return ranges if ranges is not None and sum(r[2] for r in ranges) == n else None
 
     def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
         n = self._clamp(offset, sum(len(b) for b in bufs))
@@ -310,6 +327,18 @@ class ExtentStream(Stream):
                                    offset=ext.source_offset + inner + got)
         return n
 
+    def file_ranges(self, offset: int, length: int) -> Optional[list[FileRange]]:
+        ranges: list[FileRange] = []
+        for _, ext, inner, count in self._pieces(offset, self._clamp(offset, length)):
+            found = None if ext.source is None else ext.source.file_ranges(ext.source_offset + inner, count)
+            if found is None or sum(r[2] for r in found) != count:
+                return None  # a hole, decoded bytes, or a short source: the buffer path says which
+            for fd, at, n in found:
+                if ranges and ranges[-1][0] == fd and ranges[-1][1] + ranges[-1][2] == at:
+                    ranges[-1] = (fd, ranges[-1][1], ranges[-1][2] + n)
+                else:
+                    ranges.append((fd, at, n))
+        return ranges
 
     def readv(self, offset: int, bufs: Sequence[memoryview]) -> int:
         n = self._clamp(offset, sum(len(b) for b in bufs))
