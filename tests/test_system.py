@@ -271,11 +271,14 @@ def test_a_refused_mount_says_fusermount3s_reason(iso, public_dir, test_user, ca
     else:
         os.chown(mnt, test_user.pw_uid, test_user.pw_gid)
         assert as_user(test_user, IMGFS, str(iso), str(mnt)).returncode == 0
-        reason = f"fusermount3: failed to access mountpoint {mnt}: Permission denied"
     try:
         done = as_user(test_user, IMGFS, str(iso), str(mnt), *args)
         assert done.returncode == 1
-        assert done.stderr.splitlines() == [f"imgfs: cannot mount {iso} on {mnt}: {reason}"]
+        if case == "already mounted":  # imgfs sees its own mount there before fusermount3 is asked
+            assert done.stderr.splitlines() == [f"imgfs: {mnt} is already an imgfs mount of {iso}: "
+                                                f"`imgfs close {mnt}` unmounts it"]
+        else:
+            assert done.stderr.splitlines() == [f"imgfs: cannot mount {iso} on {mnt}: {reason}"]
     finally:
         if case == "already mounted":
             as_user(test_user, IMGFS, "umount", str(mnt))

@@ -71,6 +71,15 @@ class ImgfsOperations:
         """The INIT flags we want (the session keeps those the kernel offers)."""
         return self.flags
 
+    def where(self, opcode: int, nodeid: int, request: bytearray, size: int) -> str:
+        """The path a request is about, for debug lines (a LOOKUP's with the name looked up)."""
+        inode = self.inodes.table.get(nodeid)
+        path = inode.path() if inode is not None else "?"
+        if opcode == kernel.LOOKUP:
+            name = bytes(request[BODY : size - 1]).decode(ENCODING, ERRORS)
+            path = f"{path.rstrip('/')}/{name}"
+        return path
+
     def failed(self, exc: BaseException, opcode: int, nodeid: int) -> int:
         """The errno for a request that raised ``exc``; a damaged image or a bug gets one log line."""
         code = errno_of(exc)

@@ -119,7 +119,8 @@ class Session:
                     raise
                 length, opcode, unique, nodeid, uid, _, pid, _, _ = unpack(buffer)
                 if debug:
-                    log.debug("%s node %d (uid %d pid %d)", kernel.NAMES.get(opcode, opcode), nodeid, uid, pid)
+                    log.debug("%s %s (node %d, uid %d, pid %d)", kernel.NAMES.get(opcode, opcode),
+                              self.operations.where(opcode, nodeid, buffer, size), nodeid, uid, pid)
                 handler = handlers.get(opcode)
                 if only is not None and uid not in only and handler is not None and opcode not in kernel.NO_REPLY:
                     worker.error(unique, errno.EACCES)
