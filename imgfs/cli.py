@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Callable, Optional
 
 from imgfs import __version__
@@ -430,28 +429,14 @@ def _ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
         for name, child, child_fs in tree.listing(node, fs):
             out.write(show(child, child_fs, name) + "\n")
         return 0
-    unreadable = []
+    unreadable: list[str] = []
 
-    def listing(where: str, directory: Node, directory_fs: Filesystem) -> Iterator[tuple[str, Node, Filesystem]]:
-        try:
-            return iter(tree.listing(directory, directory_fs))
-        except ImageError as exc:  # one line for this directory; the walk goes on
-            unreadable.append(where)
-            _fail(f"{where or '/'}: {exc}")
-            return iter(())
+    def report(where: str, exc: Exception) -> None:  # one line for this directory; the walk goes on
+        unreadable.append(where)
+        _fail(f"{where}: {exc}")
 
-    top = path.rstrip("/")
-    stack = [(listing(top, node, fs), top)]  # depth first, in directory order
-    while stack:
-        item = next(stack[-1][0], None)
-        if item is None:
-            stack.pop()
-            continue
-        name, child, child_fs = item
-        child_path = f"{stack[-1][1]}/{name}"
+    for child_path, child, child_fs in tree.walk_entries(path, on_error=report):
         out.write(show(child, child_fs, child_path) + "\n")
-        if child.is_dir:
-            stack.append((listing(child_path, child, child_fs), child_path))
     return 1 if unreadable else 0
 
 

@@ -6,7 +6,6 @@ It maps paths to nodes, nodes to ``stat`` dicts and streams to reads. Domain err
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import ctypes.util
 import errno
@@ -77,6 +76,10 @@ def _fuse_errors(method: Callable) -> Callable:
     return wrapper
 
 
+def _quiet(path: str, exc: Exception) -> None:
+    log.debug("prefetch skipped %s: %s", path, exc)
+
+
 def _read_only(*_args: Any) -> None:
     raise mfusepy.FuseOSError(errno.EROFS)
 
@@ -115,17 +118,12 @@ class ImgfsOperations(mfusepy.Operations):
 
     def _prefetch(self) -> None:
         """Parse directories breadth first, so that the walk finds them ready; bounded, so that a huge
-        image is not read whole into memory."""
-        queue, budget = collections.deque(["/"]), PREFETCH_ENTRIES
-        while queue and budget > 0:
-            path = queue.popleft()
-            try:
-                kids = self.tree.children(path)
-            except Exception as exc:  # noqa: BLE001 - a damaged directory is reported when someone lists it
-                log.debug("prefetch skipped %s: %s", path, exc)
-                continue
-            budget -= len(kids)
-            queue.extend(f"{path.rstrip('/')}/{name}" for name, node in kids.items() if node.is_dir)
+        image is not read whole into memory. A damaged directory is reported when someone lists it."""
+        try:
+            for _ in itertools.islice(self.tree.walk("/", on_error=_quiet, breadth_first=True), PREFETCH_ENTRIES):
+                pass
+        except Exception as exc:  # noqa: BLE001 - a reader's bug: the entry that meets it reports it again
+            log.debug("prefetch stopped: %s: %s", type(exc).__name__, exc)
 
     # -- attributes ---------------------------------------------------------------------------------
 

@@ -117,6 +117,7 @@ class NameMap(dict[str, Node]):
 class HfsPlusFilesystem(Filesystem):
     kind = "hfs+"
     has_xattrs = True
+    directory_links = True  # Time Machine's directory hard links: shown wherever they are; loops refused below
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()

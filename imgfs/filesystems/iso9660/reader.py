@@ -11,6 +11,7 @@ share the number), anything else's is where its directory record lies.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import stat
 import struct
@@ -199,8 +200,8 @@ class IsoFilesystem(Filesystem):
             for name in RR_MOVED_NAMES:
                 moved = kids.get(name)
                 if moved is not None and moved.is_dir:
-                    moved.children, moved_relocated = self._parse_directory(moved.handle)
-                    if moved_relocated and not moved.children:
+                    moved_kids, moved_relocated = self._parse_directory(moved.handle)
+                    if moved_relocated and not moved_kids:
                         del kids[name]  # only relocated directories were in it: they are back home
         return kids
 
@@ -233,27 +234,21 @@ class IsoFilesystem(Filesystem):
         if rr.relocated:
             return 1
         name = self._unique_name(first.name, rr, kids)
-        if name is not None:
-            kids[name] = self._node(name, chain, rr)
+        kids[name] = self._node(name, chain, rr)
         return 0
 
-    def _unique_name(self, raw: bytes, rr: susp.RockRidge, kids: dict[str, Node]) -> Optional[str]:
+    def _unique_name(self, raw: bytes, rr: susp.RockRidge, kids: dict[str, Node]) -> str:
         """The entry's name; on a clash (a directory ``A`` and a file ``A.;1`` in plain ISO 9660) a less
-        cleaned-up form of the identifier, so that no entry is lost."""
+        cleaned-up form of the identifier, else a numbered one, so that no entry is lost. An unsafe name ("..",
+        "a/b") is escaped by ``Filesystem.children``, as every format's is."""
         name = rr.name.decode("utf-8", "surrogateescape") if rr.name else self._name(raw)
-        if "/" in name or "\0" in name:
-            name = name.replace("/", "_").replace("\0", "_")
-        if name in ("", ".", ".."):
-            return None
         if name not in kids:
             return name
         identifier = raw.decode("utf-16-be" if self._name is clean_joliet_name else "utf-8", "surrogateescape")
-        for candidate in (identifier.split(";")[0], identifier):
-            if candidate and candidate not in kids and "/" not in candidate:
-                log.warning("%s: two entries are named %r; showing one as %r", self.stream.name, name, candidate)
-                return candidate
-        log.warning("%s: duplicate entry %r skipped", self.stream.name, name)
-        return None
+        numbered = (f"{name}~{number}" for number in range(2, len(kids) + 3))  # n entries leave one of these free
+        shown = next(c for c in itertools.chain((identifier.split(";")[0], identifier), numbered) if c not in kids)
+        log.warning("%s: two entries are named %r; showing one as %r", self.stream.name, name, shown)
+        return shown
 
     # -- nodes -------------------------------------------------------------------------------------
 
