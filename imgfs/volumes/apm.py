@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
-from imgfs.io.stream import Stream
+from imgfs.io.stream import Stream, read_exact
 from imgfs.layer import OpenContext
 from imgfs.volumes import Partition, PartitionTable
 
@@ -43,7 +43,7 @@ def _text(raw: bytes) -> str:
 
 def read_apm(stream: Stream) -> PartitionTable:
     size = block_size(stream)
-    first = stream.pread(size, _ENTRY.size)
+    first = read_exact(stream, size, _ENTRY.size, "apm", "the first map entry")
     count = _ENTRY.unpack_from(first)[1]
     if not 1 <= count <= MAX_ENTRIES:
         raise CorruptImage(f"the map says it has {count} entries", layer="apm", offset=size)
