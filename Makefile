@@ -3,6 +3,8 @@
 #   make demo      mount the bundled demo image, list it, unmount it
 #   make test      the whole test suite against real FUSE mounts
 #   make bench     the benchmark against raw pread and fuseiso (bench/run)
+#   make fuzz      a fuzzing campaign: every target, FUZZ_RUNS inputs each (fuzz/, README "Reliability")
+#   make soak      8 readers against ISO and DMG mounts for SOAK_SECONDS, every byte checked (not in CI)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi)
@@ -14,7 +16,12 @@ APT_PACKAGES := fuse3 xorriso genisoimage python3-venv xz-utils bzip2 gzip util-
 	udftools udfclient bchunk iat nrg2iso ccd2iso mdf2iso 7zip dmg2img libcdio-utils
 BIN := $(VENV)/bin
 
-.PHONY: deps install test demo lint bench clean
+FUZZ_DIR ?= /var/tmp/imgfs-fuzz
+FUZZ_RUNS ?= 100000
+FUZZ_JOBS ?= 2
+SOAK_SECONDS ?= 300
+
+.PHONY: deps install test demo lint bench fuzz soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -49,8 +56,14 @@ demo: install fixtures/demo.iso
 test: install
 	$(BIN)/python -m pytest -q tests
 
+fuzz: install
+	$(BIN)/python fuzz/campaign.py --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS) --dir $(FUZZ_DIR)
+
+soak: install
+	$(BIN)/python tests/soak.py --seconds $(SOAK_SECONDS)
+
 lint:
-	$(BIN)/ruff check imgfs tests bench
+	$(BIN)/ruff check imgfs tests bench fuzz
 	$(BIN)/mypy imgfs
 
 bench: install

@@ -1,0 +1,349 @@
+"""Seeds for every fuzz target: small generated images (the tests' writers and the real tools), and, when it
+is present, the real-world corpus (``$IMGFS_CORPUS`` or ``../shared/fixtures``), each encoded the way its
+target reads inputs. Nothing is copied into the project: seeds go to the folder given (``make fuzz`` uses
+``$IMGFS_FUZZ_DIR/seeds``).
+
+    python fuzz/seeds.py OUT_DIR [TARGET ...]
+
+A corpus image seeds the targets of the formats it is detected as: its outermost layer (a DMG, a partition
+map), and every filesystem found inside it. So a new filesystem target finds its seeds in the corpus by
+itself; a generator below adds made-up ones.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from encoding import files_from, sparse_from_image  # noqa: E402
+from targets import PASSPHRASE, TARGETS, Target  # noqa: E402
+
+from imgfs import registry  # noqa: E402
+from imgfs.errors import ImageError  # noqa: E402
+from imgfs.filesystems.base import Filesystem  # noqa: E402
+from imgfs.image import open_image  # noqa: E402
+from imgfs.io.stream import FileStream, Stream  # noqa: E402
+
+MAX_IMAGE = 16 << 20  # corpus images larger than this are not read
+Files = list[tuple[str, bytes]]
+
+
+def _run(*command: str, **kwargs) -> None:
+    subprocess.run(command, check=True, capture_output=True, **kwargs)
+
+
+def _tree(root: Path, many: int = 3) -> Path:
+    """A small tree with what readers trip on: nesting, long and non-ASCII names, a symlink, a hard link."""
+    (root / "dir" / "sub" / "deeper").mkdir(parents=True)
+    (root / "dir" / "sub" / "deeper" / "leaf.txt").write_bytes(b"leaf\n")
+    (root / "readme.txt").write_bytes(b"hello\n" * 20)
+    (root / ("long name " + "x" * 90 + ".txt")).write_bytes(b"long\n")
+    (root / "caf\u00e9.txt").write_bytes(b"cafe\n")
+    (root / "data.bin").write_bytes(bytes(range(256)) * 40)
+    for i in range(many):
+        (root / "dir" / f"f{i}.txt").write_bytes(f"{i}\n".encode())
+    os.symlink("readme.txt", root / "link")
+    os.link(root / "readme.txt", root / "dir" / "hard.txt")
+    return root
+
+
+# -- generators: target name -> images (name, bytes) or files ---------------------------------------------
+
+
+def gen_iso(work: Path) -> Iterator[tuple[str, bytes]]:
+    src = _tree(work / "src")
+    for name, command in (("xorriso-rr-joliet", ["xorriso", "-as", "mkisofs", "-R", "-J"]),
+                          ("genisoimage-plain", ["genisoimage"]),
+                          ("xorriso-iso1999", ["xorriso", "-as", "mkisofs", "-R", "-iso-level", "4"])):
+        out = work / f"{name}.iso"
+        _run(*command, "-quiet", "-V", "SEED", "-o", str(out), str(src))
+        yield name, out.read_bytes()
+    zsrc = work / "zsrc"
+    zsrc.mkdir()
+    (zsrc / "packed.txt").write_bytes(b"row\n" * 20000)
+    out = work / "zisofs.iso"
+    _run("xorriso", "-outdev", str(out), "-zisofs", "block_size=32k", "-map", str(zsrc), "/", "-set_filter_r",
+         "--zisofs", "/packed.txt", "--")
+    yield "zisofs", out.read_bytes()
+
+
+def gen_udf(work: Path) -> Iterator[tuple[str, bytes]]:
+    from udfbuild import UdfBuilder
+
+    for partition in ("physical", "sparable", "virtual", "metadata"):
+        b = UdfBuilder(partition=partition)
+        b.add_dir("/dir")
+        b.add_file("/dir/a.txt", b"hello\n")
+        b.add_file("/big.bin", bytes(range(256)) * 20)
+        b.add_symlink("/link", "dir/a.txt")
+        out = work / f"udf-{partition}.img"
+        b.write(str(out))
+        yield f"udf-{partition}", out.read_bytes()
+
+
+def gen_hfsplus(work: Path) -> Iterator[tuple[str, bytes]]:
+    from hfswriter import Dir, File, Symlink, build, decmpfs_fork, decmpfs_inline, wrap
+
+    shared = File(b"shared\n")
+    tree = Dir({"a.txt": File(b"a\n" * 50, rsrc=b"resource"), "dir": Dir({"b": File(b"b")}, xattrs={"user.x": b"1"}),
+                "link": Symlink(b"a.txt"), "one": shared, "two": shared,
+                "packed": File(decmpfs=decmpfs_fork(4, b"compressible " * 400)),
+                "inline": File(decmpfs=decmpfs_inline(3, b"small " * 20))})
+    yield "hfsplus", build(tree, block_size=512, catalog_node_size=512).image
+    yield "hfsx", build(tree, block_size=4096, hfsx=True, binary=True).image
+    yield "hfs-wrapped", wrap(build(tree, block_size=512)).image
+
+
+def gen_fat(work: Path) -> Iterator[tuple[str, bytes]]:
+    src = work / "src"
+    (src / "dir" / "sub").mkdir(parents=True)
+    (src / "dir" / "sub" / "leaf.txt").write_bytes(b"leaf\n")
+    (src / "A long file name.txt").write_bytes(b"long\n" * 100)
+    (src / "SHORT.TXT").write_bytes(b"short\n")
+    for bits, size_kb in ((12, 720), (16, 8192), (32, 34000)):  # sparse: the size costs nothing
+        out = work / f"fat{bits}.img"
+        _run("mkfs.fat", "-C", "-F", str(bits), *(["-s", "1"] if bits > 12 else []), "-n", "SEED", str(out),
+             str(size_kb))
+        _run("mcopy", "-s", "-i", str(out), *[str(p) for p in src.iterdir()], "::/",
+             env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+        yield f"fat{bits}", out.read_bytes()
+
+
+def gen_exfat(work: Path) -> Iterator[tuple[str, bytes]]:
+    for cluster in ("4K", "512"):
+        out = work / f"exfat-{cluster}.img"
+        with open(out, "wb") as f:
+            f.truncate(8 << 20)
+        _run("mkfs.exfat", "-c", cluster, "-L", "SEED", str(out))
+        yield f"exfat-{cluster}", out.read_bytes()
+
+
+def gen_ext(work: Path) -> Iterator[tuple[str, bytes]]:
+    src = _tree(work / "src")
+    for name, options in (("ext2", ["-t", "ext2"]), ("ext4", ["-t", "ext4", "-O", "^has_journal"]),
+                          ("ext4-inline", ["-t", "ext4", "-O", "^has_journal,inline_data", "-I", "256"]),
+                          ("ext3", ["-t", "ext3", "-J", "size=1"])):
+        out = work / f"{name}.img"
+        _run("mke2fs", "-q", "-F", *options, "-b", "1024", "-N", "64", "-d", str(src), str(out), "4M")
+        yield name, out.read_bytes()
+
+
+def _small_disk(work: Path) -> bytes:
+    out = work / "fat.img"
+    out.unlink(missing_ok=True)
+    _run("mkfs.fat", "-C", "-F", "12", "-n", "INNER", str(out), "360")
+    (work / "in.txt").write_bytes(b"inside\n" * 30)
+    _run("mcopy", "-i", str(out), str(work / "in.txt"), "::/", env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    return out.read_bytes()
+
+
+def gen_partitions(work: Path) -> Iterator[tuple[str, bytes]]:
+    disk = work / "disk.img"
+    for name, script in (("mbr", "label: dos\n,1M,c\n,4M,5\n,1M,83\n,1M,83\n"),
+                         ("gpt", "label: gpt\n,1M,L\n,1M,U\n")):
+        disk.unlink(missing_ok=True)
+        with open(disk, "wb") as f:
+            f.truncate(8 << 20)
+        _run("sfdisk", "-q", str(disk), input=script.encode())
+        data = bytearray(disk.read_bytes())
+        fat = _small_disk(work)
+        data[1 << 20 : (1 << 20) + len(fat)] = fat  # a filesystem in the first partition
+        yield name, bytes(data)
+
+
+def gen_udif(work: Path) -> Iterator[tuple[str, bytes]]:
+    from udifwriter import write_udif
+
+    disk = _small_disk(work)
+    for codec in ("zlib", "bzip2", "xz", "lzma-alone", "lzfse", "adc", "raw"):
+        out = work / f"{codec}.dmg"
+        write_udif(out, disk, codec=codec, chunk_sectors=64)
+        yield f"udif-{codec}", out.read_bytes()
+    out = work / "rsrc.dmg"
+    write_udif(out, disk, metadata="rsrc", zeros="ignore")
+    yield "udif-rsrc", out.read_bytes()
+
+
+def gen_encrypted(work: Path) -> Iterator[tuple[str, bytes]]:
+    from applewriter import write_cdsaencr, write_encrcdsa
+
+    disk = _small_disk(work)[: 64 << 10]
+    for name, kwargs in (("encrcdsa-3des", {}), ("encrcdsa-aes", {"blob_cipher": "aes", "key_bits": 128})):
+        out = work / f"{name}.dmg"
+        write_encrcdsa(out, disk, PASSPHRASE, iterations=1000, block_size=512, **kwargs)
+        yield name, out.read_bytes()
+    out = work / "cdsaencr.dmg"
+    write_cdsaencr(out, disk, PASSPHRASE, iterations=1000)
+    yield "cdsaencr", out.read_bytes()
+
+
+def _folder_files(folder: Path, top: str) -> Files:
+    return [(f"{top}/{p.relative_to(folder)}", p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def gen_sparse(work: Path) -> Iterator[tuple[str, Files]]:
+    from applewriter import write_sparsebundle, write_sparseimage
+
+    disk = _small_disk(work)
+    out = work / "image.sparseimage"
+    write_sparseimage(out, disk, sectors_per_band=16)
+    yield "sparseimage", [("image.sparseimage", out.read_bytes())]
+    bundle = work / "b.sparsebundle"
+    write_sparsebundle(bundle, disk, band_size=8192)
+    files = _folder_files(bundle, "b.sparsebundle")
+    info = next(f for f in files if f[0].endswith("Info.plist"))
+    yield "sparsebundle", [info, *(f for f in files if f is not info)]  # the first file's folder is opened
+
+
+def gen_split(work: Path) -> Iterator[tuple[str, Files]]:
+    iso = next(gen_iso(work))[1]
+    third = -(-len(iso) // 3)
+    yield "split-iso", [(f"disk.{n:03d}", iso[(n - 1) * third : n * third]) for n in (1, 2, 3)]
+
+
+def gen_optical(work: Path) -> Iterator[tuple[str, Files]]:
+    import cdwriter
+
+    src = work / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"on a disc\n")
+    iso = cdwriter.make_iso(work / "tiny.iso", src)
+    disc = cdwriter.Disc([[cdwriter.Track(cdwriter.MODE1, iso), cdwriter.Track(cdwriter.AUDIO, cdwriter.pcm(40, 1),
+                                                                             pregap=cdwriter.PREGAP)]])
+    for kind in ("cue", "nrg", "mds", "ccd"):
+        made = cdwriter.write_format(kind, disc, work / kind, "disc")
+        folder = made if made.is_dir() else made.parent
+        first = made.name if made.is_file() else next(p.name for p in folder.iterdir() if p.suffix == ".cue")
+        files = [(first, (folder / first).read_bytes())]
+        files += [(p.name, p.read_bytes()) for p in sorted(folder.iterdir()) if p.name != first and p.is_file()]
+        yield f"optical-{kind}", files
+
+
+GENERATORS: dict[str, Callable[[Path], Iterator]] = {
+    "udif": gen_udif, "sparse": gen_sparse, "encrypted": gen_encrypted, "split": gen_split, "optical": gen_optical,
+    "partitions": gen_partitions, "iso9660": gen_iso, "udf": gen_udf, "hfsplus": gen_hfsplus, "fat": gen_fat,
+    "exfat": gen_exfat, "ext": gen_ext,
+}
+
+
+# -- encoding and the corpus --------------------------------------------------------------------------
+
+
+def encode(target: Target, item: object) -> bytes:
+    if target.encoding == "files":
+        assert isinstance(item, list)
+        return files_from(item)
+    assert isinstance(item, bytes)
+    return sparse_from_image(item) if target.encoding == "sparse" else item
+
+
+def _write(out: Path, target: Target, name: str, item: object) -> None:
+    data = encode(target, item)
+    folder = out / target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}-{hashlib.sha256(data).hexdigest()[:12]}").write_bytes(data)
+
+
+def _decompressed(path: Path) -> bytes:
+    opener = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix)
+    if opener is not None:
+        with opener(path) as handle:  # type: ignore[operator]
+            return handle.read(MAX_IMAGE + 1)
+    return path.read_bytes()
+
+
+def _inner_filesystems(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(format name, bytes) of every filesystem the assembly opens in the image at ``path``."""
+    try:
+        opened = open_image(str(path), passphrase=lambda: "test123")
+    except ImageError:
+        return
+    try:
+        for layer, name in opened.opened:
+            stream = getattr(layer, "stream", None)
+            if isinstance(layer, Filesystem) and isinstance(stream, Stream) and stream.size <= MAX_IMAGE:
+                yield name, stream.pread(0, stream.size)
+    finally:
+        opened.close()
+
+
+def corpus_root() -> Optional[Path]:
+    """As the tests find it: ``$IMGFS_CORPUS``, ``../shared/fixtures`` beside the project, ``/work/shared/fixtures``."""
+    for candidate in (os.environ.get("IMGFS_CORPUS"), HERE.parent.parent / "shared" / "fixtures",
+                      "/work/shared/fixtures"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def corpus_seeds(out: Path, wanted: set[str]) -> int:
+    root = corpus_root()
+    if root is None:
+        return 0
+    by_format = {fmt: t for t in TARGETS.values() for fmt in t.formats if t.name in wanted}
+    count = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.suffix in (".json", ".md", ".Z") or path.stat().st_size > MAX_IMAGE:
+                continue
+            data = _decompressed(path)
+            if len(data) > MAX_IMAGE:
+                continue
+            plain = Path(tmp) / path.name.removesuffix(path.suffix) if path.suffix in (".xz", ".gz", ".bz2") else path
+            if plain != path:
+                plain.write_bytes(data)
+            try:
+                top = registry.detect(FileStream(str(plain))).name
+            except ImageError:
+                continue
+            found = [(top, data)] + list(_inner_filesystems(plain))
+            for fmt, image in found:
+                target = by_format.get(fmt)
+                if target is not None and target.encoding != "files":
+                    _write(out, target, f"corpus-{path.stem}", image)
+                    count += 1
+    return count
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = Path(argv[1])
+    wanted = set(argv[2:]) or set(TARGETS)
+    for name in sorted(wanted):
+        target = TARGETS[name]
+        generator = GENERATORS.get(name)
+        if generator is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                items = list(generator(Path(tmp)))
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"{name}: generated seeds skipped ({exc})", file=sys.stderr)
+                continue
+        for seed_name, item in items:
+            _write(out, target, seed_name, item)
+        print(f"{name}: {len(items)} generated seeds")
+    print(f"corpus: {corpus_seeds(out, wanted)} seeds")
+    for folder in sorted(out.iterdir()):
+        if folder.is_dir() and not any(folder.iterdir()):
+            shutil.rmtree(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
