@@ -247,8 +247,9 @@ class ImgfsOperations(mfusepy.Operations):
         return self._stream(fh).pread(offset, size)
 
     @_fuse_errors
-    def read_into(self, address: int, size: int, offset: int, fh: int) -> int:
-        """Read straight into libfuse's buffer: no ``bytes`` made, no copy for plain extents."""
+    def read_into(self, path: str, address: int, size: int, offset: int, fh: int) -> int:
+        """Read straight into libfuse's buffer: no ``bytes`` made, no copy for plain extents. ``path`` is only
+        for the log line of a damaged file."""
         view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
         return self._stream(fh).readinto(offset, view)
 
@@ -283,7 +284,7 @@ class _Fuse(mfusepy.FUSE):
     def read(self, path: Optional[bytes], buf, size: int, offset: int, fip) -> int:
         address = ctypes.cast(buf, ctypes.c_void_p).value or 0
         try:
-            return self.operations.read_into(address, size, offset, fip.contents.fh)
+            return self.operations.read_into(self._path(path), address, size, offset, fip.contents.fh)
         except mfusepy.FuseOSError as exc:
             return -(exc.errno or errno.EIO)
 

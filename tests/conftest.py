@@ -67,6 +67,19 @@ def mount(tmp_path: Path):
     return _mount
 
 
+def daemon_pid(mountpoint: Path) -> int:
+    """The process id of the imgfs daemon serving ``mountpoint``."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"imgfs" in part for part in cmdline[:2]) and str(mountpoint).encode() in cmdline:
+                return int(proc.name)
+    raise AssertionError(f"no imgfs daemon for {mountpoint}")
+
+
 def read_errno(path: Path) -> int:
     """The errno of reading a file that must fail."""
     with pytest.raises(OSError) as caught:

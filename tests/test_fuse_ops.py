@@ -36,7 +36,7 @@ def test_the_fast_paths_are_wired_into_libfuse():
 def test_read_into_fills_libfuse_buffer(operations):
     fh = operations.open("/data.bin", os.O_RDONLY)
     buffer = (ctypes.c_char * 70_000)()
-    count = operations.read_into(ctypes.addressof(buffer), 70_000, 250_000, fh)
+    count = operations.read_into("/data.bin", ctypes.addressof(buffer), 70_000, 250_000, fh)
     assert count == 50_000 and buffer.raw[:count] == pseudo_random(300_000, 60)[250_000:]
     assert operations.read("/data.bin", 10, 5, fh) == pseudo_random(300_000, 60)[5:15]
     operations.release("/data.bin", fh)

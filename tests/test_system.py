@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMGFS, is_mounted, mounted, run_imgfs, unmount
+from conftest import IMGFS, daemon_pid, is_mounted, mounted, run_imgfs, unmount
 from isotools import pseudo_random, write_file, xorriso
 
 TEST_USER = "imgfs-test"
@@ -139,23 +139,11 @@ def test_unprivileged_user_mounts_reads_and_unmounts(iso, public_dir, test_user)
     assert not is_mounted(mnt)
 
 
-def _daemon_pid(mnt: Path) -> int:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"imgfs" in part for part in cmdline[:2]) and str(mnt).encode() in cmdline:
-                return int(proc.name)
-    raise AssertionError(f"no imgfs daemon for {mnt}")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_unmounts_cleanly(iso, public_dir, signum):
     mnt = mountpoint(public_dir, f"mnt-signal-{signum}")
     with mounted(iso, mnt):
-        pid = _daemon_pid(mnt)
+        pid = daemon_pid(mnt)
         os.kill(pid, signum)
         for _ in range(100):
             if not is_mounted(mnt) and not Path(f"/proc/{pid}").exists():

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import struct
 import unicodedata
 from typing import Any, NamedTuple, Optional
 
@@ -457,7 +456,7 @@ class HfsPlusFilesystem(Filesystem):
             return
         try:
             pending = journal_pending(self.volume, header)
-        except (ImageError, struct.error) as exc:
+        except ImageError as exc:
             log.warning("%s: the HFS+ journal cannot be read (%s); it is not replayed", self._name, exc)
             return
         if pending:

@@ -140,9 +140,9 @@ class IsoFilesystem(Filesystem):
     def _root_node(self, vd: VolumeDescriptor) -> Node:
         rec = self._root_record(vd)
         if not self._rr:
-            return self._node("", [rec], _NO_ROCK_RIDGE)
+            return self._node("", [rec], _NO_ROCK_RIDGE, directory=True)
         dot = self._dot_record(self._dir_handle(rec))  # the root's own attributes are in its "." record
-        return self._node("", [dot], self._rock_ridge(dot))
+        return self._node("", [dot], self._rock_ridge(dot), directory=True)
 
     def _check_path_table(self, vd: VolumeDescriptor) -> None:
         """A directory the path table places past the end of the file means a truncated image."""
@@ -252,9 +252,11 @@ class IsoFilesystem(Filesystem):
 
     # -- nodes -------------------------------------------------------------------------------------
 
-    def _node(self, name: str, chain: list[Record], rr: susp.RockRidge) -> Node:
+    def _node(self, name: str, chain: list[Record], rr: susp.RockRidge, directory: bool = False) -> Node:
+        """The entry of ``chain`` (one record, or a multi-extent file's); ``directory``: a record reached as a
+        directory's own (the root's, a relocated directory's "."), which is one whatever its flags say."""
         first = chain[0]
-        if rr.child_lba is not None:  # a deep directory that was relocated: its own "." holds its attributes
+        if rr.child_lba is not None and not directory:  # a relocated deep directory: its "." has its attributes
             return self._relocated_directory(name, rr.child_lba)
         mtime = rr.mtime or parse_date(first.date)
         atime, ctime = rr.atime or mtime, rr.ctime or mtime
@@ -263,7 +265,7 @@ class IsoFilesystem(Filesystem):
             nlink, uid, gid = 1, None, None
         else:
             mode, nlink, uid, gid = rr.mode, rr.nlink or 1, rr.uid, rr.gid
-        if first.flags & FLAG_DIRECTORY:
+        if directory or first.flags & FLAG_DIRECTORY:
             offset = first.extent * self.block_size
             return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, offset, nlink, uid, gid, mtime,
                         atime, ctime, 0, None, DirHandle(offset, first.size))
@@ -284,9 +286,7 @@ class IsoFilesystem(Filesystem):
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
         dot = self._dot_record(DirHandle(lba * self.block_size, self.block_size))
-        node = self._node(name, [dot], self._rock_ridge(dot) if self._rr else _NO_ROCK_RIDGE)
-        node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
-        return node
+        return self._node(name, [dot], self._rock_ridge(dot) if self._rr else _NO_ROCK_RIDGE, directory=True)
 
     def _runs(self, chain: list[Record]) -> tuple[tuple[int, int], ...]:
         bs = self.block_size
