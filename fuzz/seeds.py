@@ -3,7 +3,7 @@ is present, the real-world corpus (``$IMGFS_CORPUS`` or ``../shared/fixtures``),
 target reads inputs. Nothing is copied into the project: seeds go to the folder given (``make fuzz`` uses
 ``$IMGFS_FUZZ_DIR/seeds``).
 
-    python fuzz/seeds.py OUT_DIR [TARGET ...]
+    python fuzz/seeds.py OUT_DIR [TARGET ...] [--generated-only]
 
 A corpus image seeds the targets of the formats it is detected as: its outermost layer (a DMG, a partition
 map), and every filesystem found inside it. So a new filesystem target finds its seeds in the corpus by
@@ -323,7 +323,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     out = Path(argv[1])
-    wanted = set(argv[2:]) or set(TARGETS)
+    with_corpus = "--generated-only" not in argv
+    wanted = {a for a in argv[2:] if not a.startswith("--")} or set(TARGETS)
     for name in sorted(wanted):
         target = TARGETS[name]
         generator = GENERATORS.get(name)
@@ -338,7 +339,8 @@ def main(argv: list[str]) -> int:
         for seed_name, item in items:
             _write(out, target, seed_name, item)
         print(f"{name}: {len(items)} generated seeds")
-    print(f"corpus: {corpus_seeds(out, wanted)} seeds")
+    if with_corpus:
+        print(f"corpus: {corpus_seeds(out, wanted)} seeds")
     for folder in sorted(out.iterdir()):
         if folder.is_dir() and not any(folder.iterdir()):
             shutil.rmtree(folder)

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -74,6 +75,7 @@ MAX_ENTRIES = 2_000  # entries walked per tree
 READ_SIZE = 1 << 16  # bytes read per file, from its start and near its end
 MAX_XATTR_BYTES = 1 << 20
 CACHE_SIZE = 16 << 20
+VERIFY_ONE_IN = 8  # inputs whose checksums are all checked as imgfs verify does: the same ones every run
 
 
 def setup() -> None:
@@ -153,9 +155,10 @@ def _run_image(target: Target, data: bytes, workdir: str) -> None:
     opened = open_image(path, options, passphrase=lambda: PASSPHRASE)
     try:
         json.dumps({"layers": opened.layers}, default=str)
-        for layer, _ in opened.opened:
-            if layer.checks:
-                layer.verify()
+        if zlib.crc32(data) % VERIFY_ONE_IN == 0:  # imgfs verify: every sector's EDC/ECC costs milliseconds
+            for layer, _ in opened.opened:
+                if layer.checks:
+                    layer.verify()
         try:
             opened.require_content()
         except UnsupportedFormat:

@@ -21,7 +21,7 @@ _ENTRY = struct.Struct(">2s2xIII32s32sIII")
 def block_size(stream: Stream) -> int:
     """The map's block size: from the driver descriptor ("ER") when there is one, else 512."""
     ddm = stream.pread(0, 4)
-    if ddm[:2] == b"ER":
+    if len(ddm) == 4 and ddm[:2] == b"ER":
         size = struct.unpack(">H", ddm[2:4])[0]
         if size in (512, 1024, 2048, 4096) and stream.pread(size, 2) == b"PM":
             return size

@@ -300,6 +300,9 @@ class IsoFilesystem(Filesystem):
                 continue
             block, left = rec.extent, rec.size  # interleaved: file units separated by gaps
             while left > 0:
+                if block * bs >= self.stream.size:  # the rest is past the end: one run, EIO when it is read
+                    runs.append((block * bs, left))
+                    break
                 count = min(rec.unit_blocks * bs, left)
                 runs.append((block * bs, count))
                 left -= count
