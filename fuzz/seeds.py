@@ -128,7 +128,78 @@ def gen_exfat(work: Path) -> Iterator[tuple[str, bytes]]:
         with open(out, "wb") as f:
             f.truncate(8 << 20)
         _run("mkfs.exfat", "-c", cluster, "-L", "SEED", str(out))
-        yield f"exfat-{cluster}", out.read_bytes()
+        image = bytearray(out.read_bytes())
+        yield f"exfat-{cluster}-empty", bytes(image)
+        _ExfatFiller(image).fill()
+        yield f"exfat-{cluster}-files", bytes(image)
+
+
+class _ExfatFiller:
+    """Puts a few entries into a fresh exFAT volume (mkfs.exfat cannot fill one): a contiguous file, a folder
+    with a file whose clusters follow the FAT, written from the exFAT specification."""
+
+    def __init__(self, image: bytearray) -> None:
+        self.image = image
+        sector = 1 << image[108]
+        self.cluster_size = sector << image[109]
+        self.fat, self.heap = (int.from_bytes(image[at : at + 4], "little") * sector for at in (80, 88))
+        self.root = int.from_bytes(image[96:100], "little")
+        root = self.at(self.root)
+        bitmap = next(root + i for i in range(0, self.cluster_size, 32) if image[root + i] == 0x81)
+        self.bitmap = self.at(int.from_bytes(image[bitmap + 20 : bitmap + 24], "little"))
+        self.next = max(c for c in range(2, 4096) if image[self.bitmap + (c - 2) // 8] >> ((c - 2) % 8) & 1) + 1
+
+    def at(self, cluster: int) -> int:
+        return self.heap + (cluster - 2) * self.cluster_size
+
+    def allocate(self, count: int, chained: bool) -> int:
+        first = self.next
+        for c in range(first, first + count):
+            self.image[self.bitmap + (c - 2) // 8] |= 1 << ((c - 2) % 8)
+            if chained:
+                self.image[self.fat + 4 * c : self.fat + 4 * c + 4] = \
+                    (c + 1 if c < first + count - 1 else 0xFFFFFFFF).to_bytes(4, "little")
+        self.next += count
+        return first
+
+    def add(self, directory: int, name: str, data: bytes = b"", is_dir: bool = False, chained: bool = False) -> int:
+        count = max(1, -(-len(data) // self.cluster_size))
+        first = self.allocate(count, chained)
+        self.image[self.at(first) : self.at(first) + len(data)] = data
+        size = self.cluster_size if is_dir else len(data)
+        units = name.encode("utf-16-le")
+        names = [units[i : i + 30].ljust(30, b"\0") for i in range(0, len(units), 30)]
+        entries = [bytearray(32) for _ in range(2 + len(names))]
+        entries[0][0:2] = bytes([0x85, 1 + len(names)])
+        entries[0][4:6] = (0x10 if is_dir else 0x20).to_bytes(2, "little")
+        entries[0][8:20] = (0x5A8C4C21).to_bytes(4, "little") * 3  # 2025-04-12 09:34:02, three times
+        entries[1][0:4] = bytes([0xC0, 1 if chained else 3, 0, len(name)])
+        entries[1][4:6] = _exfat_hash(name.upper().encode("utf-16-le")).to_bytes(2, "little")
+        entries[1][8:16] = entries[1][24:32] = size.to_bytes(8, "little")
+        entries[1][20:24] = first.to_bytes(4, "little")
+        for entry, part in zip(entries[2:], names):
+            entry[0], entry[2:32] = 0xC1, part
+        checksum = 0
+        for index, byte in enumerate(b"".join(entries)):
+            if index not in (2, 3):
+                checksum = (((checksum << 15) | (checksum >> 1)) + byte) & 0xFFFF
+        entries[0][2:4] = checksum.to_bytes(2, "little")
+        start = self.at(directory)
+        slot = next(i for i in range(0, self.cluster_size, 32) if self.image[start + i] == 0)
+        self.image[start + slot : start + slot + 32 * len(entries)] = b"".join(entries)
+        return first
+
+    def fill(self) -> None:
+        self.add(self.root, "hello.txt", b"hello exfat\n" * 40)
+        folder = self.add(self.root, "A folder with a long name", is_dir=True)
+        self.add(folder, "inner.bin", bytes(range(256)) * (2 * self.cluster_size // 256 + 1), chained=True)
+
+
+def _exfat_hash(data: bytes) -> int:
+    value = 0
+    for byte in data:
+        value = (((value << 15) | (value >> 1)) + byte) & 0xFFFF
+    return value
 
 
 def gen_ext(work: Path) -> Iterator[tuple[str, bytes]]:
