@@ -25,6 +25,7 @@ from imgfs.io.stream import Stream
 log = logging.getLogger(__name__)
 
 VOLUME_INO_SHIFT = 48  # a filesystem's inode numbers are its own plus its index << 48
+XATTR_NAME_MAX = 255  # bytes, as Linux takes them
 
 ErrorHandler = Callable[[str, Exception], None]  # (the path of a directory that cannot be listed, why)
 
@@ -35,6 +36,10 @@ class Walked(NamedTuple):
     path: str
     node: Node
     fs: Filesystem
+
+
+def _showable_xattr(name: str) -> bool:
+    return "\0" not in name and len(name.encode("utf-8", "surrogateescape")) <= XATTR_NAME_MAX
 
 
 def _log_error(path: str, exc: Exception) -> None:
@@ -205,8 +210,16 @@ class Tree:
         return fs.open(node)
 
     def xattrs(self, path: str) -> dict[str, bytes]:
+        """The node's extended attributes that Linux can show: a name with a NUL, or over 255 bytes (a damaged
+        attribute record), would break the whole list; it is left out, with a log line."""
         node, fs = self.resolve(path)
-        return fs.xattrs(node)
+        found = fs.xattrs(node)
+        if all(map(_showable_xattr, found)):
+            return found
+        shown = {name: value for name, value in found.items() if _showable_xattr(name)}
+        log.warning("%s: extended attributes Linux cannot show are left out: %s", path,
+                    ", ".join(repr(name[:40]) for name in found if name not in shown))
+        return shown
 
     def walk(self, path: str = "/", *, on_error: Optional[ErrorHandler] = None,
              breadth_first: bool = False) -> Iterator[tuple[str, Node]]:

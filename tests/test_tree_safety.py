@@ -275,3 +275,14 @@ def test_directory_links_of_a_format_that_has_them_show_everywhere_and_walk_once
     walked = [path for path, _ in tree.walk()]
     assert len(walked) == 2 * (depth - 1) + 1 and fs.loads <= depth + 1
     assert list(tree.children("/right/left/right")) == ["left", "right"]
+
+
+def test_xattr_names_linux_cannot_show_are_left_out(caplog):
+    class WithXattrs(MadeUp):
+        def xattrs(self, node: Node) -> dict[str, bytes]:
+            return {"user.good": b"1", "user.nul\0inside": b"2", "user." + "x" * 300: b"3"}
+
+    tree = Tree(WithXattrs({1: {"f": 10}}))
+    with caplog.at_level(logging.WARNING):
+        assert tree.xattrs("/f") == {"user.good": b"1"}
+    assert "left out" in caplog.text and "nul" in caplog.text
