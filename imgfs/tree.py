@@ -39,7 +39,10 @@ class Walked(NamedTuple):
 
 
 def _showable_xattr(name: str) -> bool:
-    return "\0" not in name and len(name.encode("utf-8", "surrogateescape")) <= XATTR_NAME_MAX
+    try:
+        return "\0" not in name and len(name.encode("utf-8", "surrogateescape")) <= XATTR_NAME_MAX
+    except UnicodeEncodeError:  # a lone surrogate from a damaged UTF-16 name: no bytes can show it
+        return False
 
 
 def _log_error(path: str, exc: Exception) -> None:
@@ -210,8 +213,8 @@ class Tree:
         return fs.open(node)
 
     def xattrs(self, path: str) -> dict[str, bytes]:
-        """The node's extended attributes that Linux can show: a name with a NUL, or over 255 bytes (a damaged
-        attribute record), would break the whole list; it is left out, with a log line."""
+        """The node's extended attributes that Linux can show: a name with a NUL, over 255 bytes or not writable
+        as bytes (a damaged attribute record) would break the whole list; it is left out, with a log line."""
         node, fs = self.resolve(path)
         found = fs.xattrs(node)
         if all(map(_showable_xattr, found)):

@@ -280,7 +280,7 @@ def test_directory_links_of_a_format_that_has_them_show_everywhere_and_walk_once
 def test_xattr_names_linux_cannot_show_are_left_out(caplog):
     class WithXattrs(MadeUp):
         def xattrs(self, node: Node) -> dict[str, bytes]:
-            return {"user.good": b"1", "user.nul\0inside": b"2", "user." + "x" * 300: b"3"}
+            return {"user.good": b"1", "user.nul\0inside": b"2", "user." + "x" * 300: b"3", "user.\ud800": b"4"}
 
     tree = Tree(WithXattrs({1: {"f": 10}}))
     with caplog.at_level(logging.WARNING):
