@@ -6,7 +6,7 @@ non-zero exit; after mounting, ``fuse_ops`` turns it into EIO and a log line.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 class ImageError(Exception):
@@ -17,6 +17,9 @@ class ImageError(Exception):
         self.message = message
         self.layer = layer
         self.offset = offset
+        # what the assembler had opened when this was raised, outermost first, and the layer that failed
+        # (``imgfs info`` shows them: an encrypted image's outer layers before the passphrase is needed)
+        self.described: list[dict[str, Any]] = []
 
     def __str__(self) -> str:
         text = f"{self.layer}: {self.message}" if self.layer else self.message
@@ -26,7 +29,14 @@ class ImageError(Exception):
 
 
 class UnsupportedFormat(ImageError):
-    """No reader recognises the data, or it is a format imgfs does not read (yet)."""
+    """No reader recognises the data, or it is a format imgfs does not read (yet).
+
+    ``tried`` lists, when nothing matched, each format looked for and why it did not match (``imgfs info -v``)."""
+
+    def __init__(self, message: str, *, layer: Optional[str] = None, offset: Optional[int] = None,
+                 tried: tuple[str, ...] = ()) -> None:
+        super().__init__(message, layer=layer, offset=offset)
+        self.tried = tried
 
 
 class CorruptImage(ImageError):

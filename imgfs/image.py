@@ -93,7 +93,9 @@ class _Assembly:
             self.tree.set_root(root)
             if self.ctx.raw_views:
                 self._raw_views()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ImageError) and not exc.described:
+                exc.described = self._layers()  # imgfs info shows how far the image opened
             for layer, _, _ in reversed(self.records):
                 layer.close()
             raise
@@ -109,7 +111,14 @@ class _Assembly:
             raise UnsupportedFormat(f"more than {MAX_DEPTH} layers inside each other", layer="image")
         fmt = registry.detect(stream, kinds, self.ctx.namespace)
         assert fmt.opener is not None
-        return self._place(registry.load(fmt.opener)(stream, self.ctx), fmt, depth, details)
+        try:
+            layer = registry.load(fmt.opener)(stream, self.ctx)
+        except ImageError as exc:
+            if not exc.described:  # the layer that failed, after those that opened
+                exc.described = [*self._layers(), {"layer": fmt.name, "description": fmt.description, **details,
+                                                   "error": str(exc)}]
+            raise
+        return self._place(layer, fmt, depth, details)
 
     def _place(self, layer: Layer, what: Described, depth: int, details: dict[str, Any]) -> Filesystem:
         self.records.append((layer, what, details))
@@ -149,8 +158,8 @@ class _Assembly:
                 details["shown_as"] = _folder(volume, fs)
             opened.append((volume, fs, details))
         readable = [fs for _, fs, _ in opened if fs is not None]
-        if len(readable) == 1 and (len(found) == 1 or self.ctx.namespace != "auto"):
-            return readable[0]  # a set of one volume, or the one side of a hybrid that namespace= asked for
+        if len(readable) == 1 and (len(found) == 1 or self.ctx.namespace in readable[0].namespaces):
+            return readable[0]  # a set of one volume, or the side of a hybrid disc that namespace= asked for
         top = VirtualFilesystem(sum(v.stream.size for v in found if v.stream is not None), self.mtime)
         for volume, fs, details in opened:
             if fs is not None:

@@ -20,6 +20,43 @@ IGNORED = {"ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "noau
 PASSED_TO_FUSE = {"allow_root", "auto_unmount"}
 
 
+@dataclass(frozen=True)
+class OptionDoc:
+    """One ``-o`` option as ``--help``, the man page and the shell completions list it."""
+
+    name: str
+    value: str  # what follows "=" ("N", "SIZE"); "" for an option without a value
+    help: str
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}={self.value}" if self.value else self.name
+
+
+OPTIONS: tuple[OptionDoc, ...] = (
+    OptionDoc("namespace", "NAME", "which directory tree of a volume that has several: auto (the richest) or one of "
+              + ", ".join(NAMESPACES)),
+    OptionDoc("uid", "N", "show every entry as owned by this user (default: the image's owners, else yours)"),
+    OptionDoc("gid", "N", "show every entry as owned by this group"),
+    OptionDoc("umask", "OCTAL", "remove these permission bits from every mode"),
+    OptionDoc("allow_other", "", "let other users in (with default_permissions; non-root users need "
+              "user_allow_other in /etc/fuse.conf)"),
+    OptionDoc("allow_root", "", "let root in besides you (passed to FUSE)"),
+    OptionDoc("default_permissions", "", "let the kernel enforce the modes the image gives"),
+    OptionDoc("auto_unmount", "", "unmount when the daemon ends, even when it is killed (passed to FUSE)"),
+    OptionDoc("cache_size", "SIZE", "bytes of decoded data kept in memory, e.g. 256M (default 64M)"),
+    OptionDoc("verify", "", "check the image's checksums (EDC/ECC of raw sectors, container checksums) before "
+              "mounting and while reading: damaged data reads as EIO"),
+    OptionDoc("rawviews", "", "a folder .imgfs at the root: info.json, tracks, sessions, boot images, partitions"),
+    OptionDoc("passfile", "PATH", "the passphrase of an encrypted image, first line of PATH (else "
+              "$IMGFS_PASSPHRASE, else a prompt on a terminal)"),
+    OptionDoc("logfile", "PATH", "where a background mount logs (default: syslog through /dev/log, else "
+              "$XDG_STATE_HOME/imgfs/imgfs.log)"),
+    OptionDoc("debug", "", "stay in the foreground and print every FUSE request (as -d)"),
+    OptionDoc("single_threaded", "", "serve FUSE from one thread (as -s)"),
+)
+
+
 class OptionError(ValueError):
     pass
 
@@ -37,6 +74,8 @@ class MountOptions:
     verify: bool = False  # check EDC/ECC of raw sectors and container checksums while reading
     raw_views: bool = False  # the .imgfs folder: info.json, tracks, sessions, boot images, partitions
     passfile: Optional[str] = None  # a file holding the passphrase of an encrypted image
+    debug: bool = False  # -o debug: as -d (every FUSE request logged, in the foreground)
+    default_permissions: bool = False  # the kernel checks the image's modes for everyone, the mounting user too
     fuse_flags: list[str] = field(default_factory=list)
 
     def presentation(self) -> Presentation:
@@ -78,6 +117,10 @@ def _apply(opts: MountOptions, key: str, value: Optional[str]) -> None:
         opts.verify = True
     elif key == "rawviews" and value is None:
         opts.raw_views = True
+    elif key == "debug" and value is None:
+        opts.debug = True
+    elif key == "default_permissions" and value is None:
+        opts.default_permissions = True
     elif key in ("passphrase", "password", "pass"):
         raise OptionError(f"{key}= is not accepted on the command line, where other users can read it: "
                           "use passfile=FILE or the IMGFS_PASSPHRASE environment variable")

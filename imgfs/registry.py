@@ -235,5 +235,5 @@ def detect(stream: Stream, kinds: Sequence[str] = KINDS, namespace: str = "auto"
         offered = ", ".join(dict.fromkeys(ns for fmt in skipped for ns in fmt.namespaces))
         raise UnsupportedFormat(f"{stream.name} has no {namespace} side: it holds {skipped[0].description} "
                                 f"(namespace= can be {offered})")
-    tried = "; ".join(f"{f.name}: {f.why_not()}" for f in FORMATS if f.kind in kinds and f.kind != "wrapper")
-    raise UnsupportedFormat(f"no known image format in {stream.name} ({stream.size} bytes); tried {tried}")
+    tried = tuple(f"{f.name}: {f.why_not()}" for f in FORMATS if f.kind in kinds and f.kind != "wrapper")
+    raise UnsupportedFormat(f"no known image format in {stream.name} ({stream.size:,} bytes)", tried=tried)

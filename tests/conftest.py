@@ -67,17 +67,17 @@ def mount(tmp_path: Path):
     return _mount
 
 
-def daemon_pid(mountpoint: Path) -> int:
-    """The process id of the imgfs daemon serving ``mountpoint``."""
+def daemon_pid(*markers: str) -> int:
+    """The imgfs process whose command line holds every one of ``markers`` (a mount point, an image)."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(b"imgfs" in part for part in cmdline[:2]) and str(mountpoint).encode() in cmdline:
+            if any(b"imgfs" in part for part in cmdline[:2]) and all(m.encode() in cmdline for m in markers):
                 return int(proc.name)
-    raise AssertionError(f"no imgfs daemon for {mountpoint}")
+    raise AssertionError(f"no imgfs daemon for {markers}")
 
 
 def read_errno(path: Path) -> int:
@@ -108,9 +108,9 @@ def tree_entries(root: Path) -> dict[str, os.stat_result]:
 def compare_trees(source: Path, mounted_root: Path, *, modes: bool = True, owners: bool = True,
                   nlink: bool = True, mtime: bool = True, hardlinks: bool = True,
                   rename: Optional[dict[str, str]] = None, ignore: frozenset[str] = frozenset()) -> int:
-    """Assert that the mounted tree shows exactly the source tree, but for top-level names in ``ignore``
-    (a filesystem's own, like ext's lost+found); returns the number of entries."""
-    want = tree_entries(source)
+    """Assert that the mounted tree shows exactly the source tree, but for top-level names in ``ignore`` on
+    either side (a filesystem's own, like ext's lost+found); returns the number of entries."""
+    want = {path: st for path, st in tree_entries(source).items() if path.split("/")[0] not in ignore}
     if rename:
         want = {rename.get(path, path): st for path, st in want.items()}
     got = {path: st for path, st in tree_entries(mounted_root).items() if path.split("/")[0] not in ignore}

@@ -1,8 +1,8 @@
 """The real-world image corpus: finding it, its oracles, and comparing a mount with them.
 
 Shared by the corpus tests (``test_corpus.py`` for ``iso/``, ``test_corpus_raw.py`` for ``raw/``). The
-corpus is ``$IMGFS_CORPUS``, else ``../shared/fixtures`` beside the project, else ``/work/shared/fixtures``
-(see its README for the oracle format). Every image ``FOLDER/**/X`` has an oracle ``X.json`` beside it.
+corpus is ``$IMGFS_CORPUS``, else ``../shared/fixtures`` beside the project (see its README for the
+oracle format). Every image ``FOLDER/**/X`` has an oracle ``X.json`` beside it.
 Compressed images (.xz, .gz, .bz2, .Z) are decompressed into a temporary folder, once per session and
 checked against the oracle's ``decompressed.sha256``; nothing from the corpus is written into the project.
 
@@ -32,8 +32,7 @@ from conftest import is_mounted, run_imgfs, sha256_of, unmount
 def corpus_dir() -> Path:
     if os.environ.get("IMGFS_CORPUS"):
         return Path(os.environ["IMGFS_CORPUS"])
-    beside_project = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-    return beside_project if beside_project.is_dir() else Path("/work/shared/fixtures")
+    return Path(__file__).resolve().parents[2] / "shared" / "fixtures"  # ../shared/fixtures beside the project
 
 
 CORPUS = corpus_dir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,19 @@ def test_empty_file(tmp_path):
 
 
 def test_random_bytes(tmp_path):
-    (tmp_path / "random.iso").write_bytes(pseudo_random(1 << 20, 8))
-    assert_one_clear_line(try_mount(tmp_path / "random.iso", tmp_path), "no known image format", "iso9660")
+    """One short line: the file, its size, and where to see what was tried; ``info -v`` lists it, readably."""
+    image = tmp_path / "random.iso"
+    image.write_bytes(pseudo_random(1 << 20, 8))
+    done = try_mount(image, tmp_path)
+    assert_one_clear_line(done, f"no known image format in {image} (1,048,576 bytes)", f"`imgfs info -v {image}`")
+    assert len(done.stderr) < 120 + 2 * len(str(image)), done.stderr
+    verbose = run_imgfs("info", "-v", str(image))
+    assert verbose.returncode == 1 and verbose.stderr.count("\n") == 1
+    tried = verbose.stdout[verbose.stdout.index("What was tried"):].splitlines()[1:]
+    assert [line.split()[0] for line in tried][:3] == ["encrcdsa", "cdsaencr", "sparseimage"]
+    assert any(line.split()[0] == "iso9660" and line.endswith("'CD001' at byte 32769 not found") for line in tried)
+    assert any(line.split()[0] == "mbr" and line.endswith("'U\\xaa' at byte 510 not found") for line in tried)
+    assert verbose.stdout.isascii()  # magic bytes escaped, not printed as Latin-1 garbage
 
 
 def test_missing_mount_point(good_iso, tmp_path):
@@ -85,6 +97,22 @@ def test_iso_truncated_in_the_middle_of_its_directory_tree(good_iso, tmp_path):
     truncated = tmp_path / "truncated.iso"
     truncated.write_bytes(image[: extent * 2048 + 100])
     assert_one_clear_line(try_mount(truncated, tmp_path), "truncated", "iso9660")
+
+
+def test_iso_truncated_before_its_root_directory(tmp_path):
+    """genisoimage writes the path tables before the directories: cut there, the root is named as such."""
+    src = tmp_path / "src"
+    write_file(src / "a" / "f.txt", b"hi\n")
+    full = tmp_path / "full.iso"
+    subprocess.run(["genisoimage", "-quiet", "-R", "-J", "-o", str(full), str(src)], check=True, capture_output=True)
+    data = full.read_bytes()
+    root_extent, _ = record_fields(data, 16 * 2048 + 156)
+    truncated = tmp_path / "truncated.iso"
+    truncated.write_bytes(data[: root_extent * 2048])
+    done = run_imgfs("ls", str(truncated))
+    assert_one_clear_line(done, f"iso9660: the image is truncated: it ends at byte {root_extent * 2048}, before the "
+                          "root directory")
+    assert "\\x00" not in done.stderr
 
 
 def patch_root_records(image: Path, **fields: int) -> None:

@@ -149,7 +149,7 @@ def test_all_audio_disc_shows_only_wavs_and_info_keeps_cdtext(tmp_path: Path) ->
     assert disc["tracks"][0]["isrc"] == "USXXX0000001" and disc["tracks"][0]["title"] == "One"
     assert disc["tracks"][1]["flags"] == "DCP PRE"
     text = run_imgfs("info", str(tmp_path / "cd.cue"), check=True).stdout
-    assert "CD-TEXT TITLE: The Album" in text
+    assert "\n  cdtext:\n    PERFORMER  The Band\n    TITLE      The Album\n" in text
     assert "AUDIO" in text and "cd.bin" in text
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compare_trees, run_imgfs, sha256_of, tree_entries
+from corpuslib import CORPUS
 from isotools import pseudo_random, write_file
 
 from imgfs.errors import CorruptImage, ImageError
@@ -633,14 +634,7 @@ def test_corrupt_root_refused(victim_image, tmp_path):
 # -- the real-world corpus ------------------------------------------------------------------------------
 
 
-def _corpus() -> Path:
-    if os.environ.get("IMGFS_CORPUS"):
-        return Path(os.environ["IMGFS_CORPUS"])
-    beside = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-    return beside if beside.is_dir() else Path("/work/shared/fixtures")
-
-
-CORPUS_EXT2 = _corpus() / "raw" / "dfvfs" / "ext2.raw"
+CORPUS_EXT2 = CORPUS / "raw" / "dfvfs" / "ext2.raw"
 
 
 @pytest.mark.skipif(not CORPUS_EXT2.is_file(), reason="no image corpus (set IMGFS_CORPUS)")

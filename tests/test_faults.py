@@ -1,5 +1,5 @@
 """Faults from outside, with real mounts: the image truncated or deleted under a mount, the daemon stopped by
-SIGTERM while it is busy, killed by SIGKILL and mounted again. (Ctrl-C and SIGTERM during a long key
+SIGTERM while it is busy, killed by SIGKILL and mounted again on the same folder. (Ctrl-C and SIGTERM during a long key
 derivation: ``test_kdf.py``.)
 
 Every read here runs in a subprocess with a timeout: a hang is a failure, not a stuck suite.
@@ -88,7 +88,7 @@ def test_sigterm_while_readers_are_busy_unmounts_cleanly(images, tmp_path, kind)
     _mount(images[kind], mnt)
     readers = []
     try:
-        pid = daemon_pid(mnt)
+        pid = daemon_pid(str(mnt))
         readers = [subprocess.Popen(["sh", "-c", f"while cat {mnt}/zzz-tail.bin {mnt}/dir/*; do :; done"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(4)]
         time.sleep(1.0)  # the readers are under way, the DMG's chunks decoding
@@ -108,13 +108,12 @@ def test_sigterm_while_readers_are_busy_unmounts_cleanly(images, tmp_path, kind)
         unmount(mnt)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the stale mount point handling of branch cli (issue 11, item 6); "
-                                       "enable when it is merged")
 def test_mount_again_after_sigkill(images, tmp_path):
+    """The stale mount point is the command line's to clear (imgfs/cli/mounts.py, issue 11 item 6)."""
     mnt = tmp_path / "mnt"
     _mount(images["iso"], mnt)
     try:
-        os.kill(daemon_pid(mnt), signal.SIGKILL)
+        os.kill(daemon_pid(str(mnt)), signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

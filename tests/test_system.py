@@ -143,7 +143,7 @@ def test_unprivileged_user_mounts_reads_and_unmounts(iso, public_dir, test_user)
 def test_signal_unmounts_cleanly(iso, public_dir, signum):
     mnt = mountpoint(public_dir, f"mnt-signal-{signum}")
     with mounted(iso, mnt):
-        pid = daemon_pid(mnt)
+        pid = daemon_pid(str(mnt))
         os.kill(pid, signum)
         for _ in range(100):
             if not is_mounted(mnt) and not Path(f"/proc/{pid}").exists():

@@ -70,7 +70,8 @@ class PartitionTable(VolumeSet):
                 log.warning("%s: partitions %d and %d overlap", self.scheme, number, other)
 
     def describe(self) -> dict[str, Any]:
-        return {"layer": self.scheme, "sector_size": self.sector_size, **self.details,
+        disk = {"disk_size": self.disk.size} if self.disk is not None else {}  # the layout bar's extent
+        return {"layer": self.scheme, "sector_size": self.sector_size, **disk, **self.details,
                 "partitions": [p.describe() for p in self.partitions]}
 
     def volumes(self) -> Sequence[Volume]:

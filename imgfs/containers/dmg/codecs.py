@@ -16,17 +16,13 @@ from typing import Callable, Optional
 
 import lzfse
 
-from imgfs.codecs import adc
+from imgfs.codecs import DecodeError, adc
 from imgfs.containers.dmg.structs import ADC, BZIP2, LZFSE, LZMA, ZLIB
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 # An LZMA stream's header says how big a dictionary to allocate, whatever the chunk's size. hdiutil's
 # ULMO chunks use 8 MiB (xz preset 6); xz's largest preset needs 65 MiB to decode. More is refused.
 LZMA_MEMORY_LIMIT = 96 << 20
-
-
-class DecodeError(ValueError):
-    """The chunk's bytes do not decode to its stated size; the caller adds where it is."""
 
 
 def decode(kind: int, data: bytes, size: int) -> bytes:

@@ -13,7 +13,7 @@ does not decode is reported too.
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from imgfs.containers.dmg.structs import HOLES, IGNORE, LAYER, RAW, Checksum
 from imgfs.errors import ImageError
@@ -31,9 +31,16 @@ def verify_image(image: UdifImage, progress: Progress = no_progress) -> list[str
     problems = []
     if koly.segment_count <= 1:
         problems += _check("the data fork", koly.data_checksum, lambda: _data_fork_crc(image))
+    total = sum(p.length for p in image.pieces if p.table >= 0 and p.kind != IGNORE)
+    done = [0]
+
+    def advance(size: int) -> None:
+        done[0] += size
+        progress("checking the checksums", done[0], total)
+
     for index, table in enumerate(image.tables):
-        progress("checking the partitions' checksums", index, len(image.tables))
-        problems += _check(f"partition {table.name!r}", table.checksum, lambda i=index: _partition_crc(image, i))
+        problems += _check(f"partition {table.name!r}", table.checksum,
+                           lambda i=index: _partition_crc(image, i, advance))
     master = b"".join(t.checksum.digest() for t in image.tables)
     problems += _check("the master checksum", koly.master_checksum, lambda: zlib.crc32(master))
     return problems
@@ -66,11 +73,12 @@ def _data_fork_crc(image: UdifImage) -> int:
     return crc
 
 
-def _partition_crc(image: UdifImage, table: int) -> int:
+def _partition_crc(image: UdifImage, table: int, advance: Callable[[int], None]) -> int:
     crc = 0
     for i, piece in enumerate(image.pieces):
         if piece.table != table or piece.kind == IGNORE:
             continue
+        advance(piece.length)  # in bytes of the disk, for the progress line
         if piece.kind in HOLES:
             for at in range(0, piece.length, _STEP):
                 crc = zlib.crc32(_ZEROS[: min(_STEP, piece.length - at)], crc)

@@ -81,6 +81,7 @@ class Track:
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"track": self.number, "session": self.session, "mode": self.sheet_mode or self.mode,
                                 "start": self.start, "length": self.length, "pregap": self.pregap,
+                                "start_time": msf(self.start), "duration": msf(self.length),
                                 "sector_size": self.sector_size}
         if not self.is_audio and self.user_offset is not None:
             info["user_data_at"] = self.user_offset
@@ -92,6 +93,11 @@ class Track:
         if self.source is not None:
             info["file"] = self.source.name
         return info
+
+
+def msf(sectors: int) -> str:
+    """A sector count as a CD player shows time: minutes, seconds and frames (75 sectors a second)."""
+    return f"{sectors // 4500:02d}:{sectors // 75 % 60:02d}:{sectors % 75:02d}"
 
 
 @dataclass

@@ -116,6 +116,8 @@ class NameMap(dict[str, Node]):
 class HfsPlusFilesystem(Filesystem):
     kind = "hfs+"
     has_xattrs = True
+    namespaces = ("hfsplus",)  # the Apple side of an ISO 9660 + HFS+ hybrid disc (-o namespace=hfsplus)
+    namespace = "hfsplus"
     directory_links = True  # Time Machine's directory hard links: shown wherever they are; loops refused below
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:

@@ -159,9 +159,10 @@ class IsoFilesystem(Filesystem):
             if name_len == 0:
                 return
             if image_blocks <= lba + ear_len < vd.space_blocks:
-                raise CorruptImage(f"the image is truncated: it ends at byte {self.stream.size}, before directory "
-                                   f"{self._name(table[pos + 8 : pos + 8 + name_len])!r}", layer="iso9660",
-                                   offset=(lba + ear_len) * vd.block_size)
+                identifier = table[pos + 8 : pos + 8 + name_len]
+                what = "the root directory" if identifier == b"\x00" else f"directory {self._name(identifier)!r}"
+                raise CorruptImage(f"the image is truncated: it ends at byte {self.stream.size}, before {what}",
+                                   layer="iso9660", offset=(lba + ear_len) * vd.block_size)
             pos += 8 + name_len + (name_len & 1)
         if self.stream.size < vd.space_blocks * vd.block_size:
             log.warning("%s: the image is %d bytes shorter than its volume; files past the end give EIO",
