@@ -17,7 +17,7 @@ APT_PACKAGES := fuse3 xorriso genisoimage python3-venv xz-utils bzip2 gzip util-
 	dosfstools mtools exfatprogs exfat-fuse e2fsprogs fdisk gdisk gcc libc6-dev attr \
 	udftools udfclient bchunk iat nrg2iso ccd2iso mdf2iso 7zip dmg2img libcdio-utils \
 	desktop-file-utils shared-mime-info xdg-utils libglib2.0-bin xvfb xauth pcmanfm scrot zsh bash-completion \
-	wimtools ntfs-3g
+	wimtools ntfs-3g hfsutils mame-tools unar parted
 BIN := $(VENV)/bin
 PREFIX ?= /usr/local
 SHARE = $(DESTDIR)$(PREFIX)/share

@@ -90,6 +90,7 @@ class _Assembly:
         source, stream = registry.open_source(self.ctx.path, self.ctx)
         try:
             root = self._place(_as_layer(stream), source, 0, {})
+            self._check_namespace()
             self.tree.set_root(root)
             if self.ctx.raw_views:
                 self._raw_views()
@@ -102,6 +103,14 @@ class _Assembly:
         empty = root.empty_reason if isinstance(root, VirtualFilesystem) else ""
         return OpenedImage(self.ctx.path, stream, self.tree, self._layers(),
                            [(layer, _name(layer, what)) for layer, what, _ in self.records], empty)
+
+    def _check_namespace(self) -> None:
+        """namespace=NAME: refuse, in one line, an image none of whose filesystems offers that tree."""
+        wanted = self.ctx.namespace
+        offered = [ns for layer, _, _ in self.records if isinstance(layer, Filesystem) for ns in layer.namespaces]
+        if wanted != "auto" and wanted not in offered:
+            others = f" (its volumes offer {', '.join(dict.fromkeys(offered))})" if offered else ""
+            raise UnsupportedFormat(f"{self.ctx.path} has no {wanted} side{others}")
 
     # -- one layer at a time -------------------------------------------------------------------------
 

@@ -25,9 +25,17 @@ Detection order (the first match wins), where the table's order is a rule rather
 3. ISO 9660 and UDF before partition maps: a hybrid disc has an Apple partition map or an MBR in its
    first 32 KiB (``namespace=`` picks the other side).
 4. GPT before MBR: a GPT disk starts with a protective MBR.
-5. Filesystems that start with a boot sector (exFAT, FAT) before MBR: their boot sector ends in 55 AA as
-   an MBR does; FAT's probe checks its BPB, MBR's its partition entries.
+5. Filesystems that start with a boot sector (NTFS, BitLocker, exFAT, FAT) before MBR: their boot sector
+   ends in 55 AA as an MBR does; FAT's probe checks its BPB, MBR's its partition entries. NTFS and
+   BitLocker come before FAT too: their OEM name at byte 3 ("NTFS    ", "-FVE-FS-") is exact, while an
+   NTFS boot sector could pass a lenient BPB check, and BitLocker To Go keeps a FAT32 boot sector ("MSWIN4.1")
+   with its GUID at byte 424, which only the BitLocker entry looks for.
 6. HFS+ before classic HFS: an HFS+ volume in an HFS wrapper starts with the wrapper's "BD" signature.
+7. NDIF (found by the resource fork that travels with the stream) before the containers and filesystems its
+   data fork may look like; MacBinary and Disk Copy 4.2, which have no magic number, after every container
+   that has one.
+8. The refusal of a Disk Copy image whose resource fork is missing comes last: it is only a better message
+   than "no known image format".
 
 ``-o namespace=NAME`` asks for one of a volume's trees: detection then skips formats that offer other
 namespaces but not NAME (``namespace=hfsplus`` skips the ISO 9660 side of a hybrid disc and finds its
@@ -89,6 +97,8 @@ class Format:
 
 
 SYNC = b"\x00" + b"\xff" * 10 + b"\x00"  # the sync pattern that starts every raw CD data sector
+# 4967d63b-2e29-4ad8-8399-f6a339e3d001 as stored (libbde's notes): BitLocker To Go's mark in a FAT32 boot sector
+BITLOCKER_GUID = bytes.fromhex("3bd66749292ed84a8399f6a339e3d001")
 
 
 def _probe(module: str) -> Callable[[Stream], bool]:
@@ -110,13 +120,8 @@ def _has_nsr(stream: Stream) -> bool:
     return any(stream.pread(32768 + i * 2048 + 1, 5) in (b"NSR02", b"NSR03") for i in range(1, 8))
 
 
-def _is_mdb(stream: Stream) -> bool:
-    """A classic HFS master directory block: allocation blocks a non-zero multiple of 512 bytes, and some of them."""
-    mdb = stream.pread(1024, 64)
-    if len(mdb) < 64:
-        return False
-    blocks, block_size = int.from_bytes(mdb[18:20], "big"), int.from_bytes(mdb[20:24], "big")
-    return blocks > 0 and block_size > 0 and block_size % 512 == 0
+def _probe_lost_fork(stream: Stream) -> bool:
+    return bool(importlib.import_module("imgfs.containers.companions").probe_lost_fork(stream))
 
 
 DISC_NAMESPACES = ("rockridge", "udf", "joliet", "iso1999", "iso9660")  # richest first
@@ -128,8 +133,25 @@ FORMATS: tuple[Format, ...] = (
            opener="imgfs.containers.dmg.encrypted:open_encrypted"),
     Format("sparseimage", "Apple sparse disk image (.sparseimage)", "container", (Magic(0, b"sprs"),),
            opener="imgfs.containers.sparse:open_sparseimage"),
+    Format("asif", "Apple sparse image (ASIF, macOS 26)", "container", (Magic(0, b"shdw"),),
+           opener="imgfs.containers.asif:open_asif"),
     Format("udif", "Apple disk image (UDIF .dmg)", "container", (Magic(-512, b"koly"), Magic(0, b"koly")),
            opener="imgfs.containers.dmg:open_udif", probe=_probe("imgfs.containers.dmg")),
+    # A Mac file's two forks in one (AppleSingle; an AppleDouble header file alone is refused, naming the file it
+    # belongs to): the data fork is detected again, the resource fork travels with it as ``forks["rsrc"]``.
+    Format("applesingle", "AppleSingle file (a Mac file's forks in one)", "container",
+           (Magic(0, b"\x00\x05\x16\x00"),), opener="imgfs.containers.applesingle:open_applesingle",
+           probe=_probe("imgfs.containers.applesingle")),
+    Format("appledouble", "AppleDouble header file (the resource fork and Finder info of a file beside it)",
+           "container", (Magic(0, b"\x00\x05\x16\x07"),), opener="imgfs.containers.applesingle:open_applesingle",
+           probe=_probe("imgfs.containers.applesingle")),
+    # NDIF's signature is its 'bcem' resource, in the resource fork that travels with the stream (MacBinary,
+    # AppleSingle, a companion file): before everything its data fork may look like (a raw NDIF's data fork
+    # can hold an HFS volume, shifted by the zero chunks it leaves out).
+    Format("ndif", "Disk Copy 6 image (NDIF .img/.smi)", "container", (), opener="imgfs.containers.ndif:open_ndif",
+           probe=_probe("imgfs.containers.ndif")),
+    Format("smi", "self-mounting image without its resource fork (PowerPC code, then the disk)", "container",
+           (Magic(0, b"Joy!peff"),), opener="imgfs.containers.smi:open_smi"),
     Format("nrg", "Nero image (.nrg)", "container", (Magic(-12, b"NER5"), Magic(-8, b"NERO")),
            opener="imgfs.containers.optical.nrg:open_nrg", probe=_probe("imgfs.containers.optical.nrg")),
     Format("mds", "Alcohol 120% media descriptor (.mds/.mdf)", "container", (Magic(0, b"MEDIA DESCRIPTOR"),),
@@ -140,6 +162,11 @@ FORMATS: tuple[Format, ...] = (
            probe=_probe("imgfs.containers.optical.cue")),
     Format("raw-sectors", "raw CD sectors (2352/2448 bytes) without a sheet", "container", (Magic(0, SYNC),),
            opener="imgfs.containers.optical.raw:open_raw_sectors", probe=_probe("imgfs.containers.optical.raw")),
+    # No magic number: their headers' fields must agree with each other and with the file's size.
+    Format("macbinary", "MacBinary file (a Mac file's forks in one)", "container", (),
+           opener="imgfs.containers.macbinary:open_macbinary", probe=_probe("imgfs.containers.macbinary")),
+    Format("dc42", "Disk Copy 4.2 image", "container", (Magic(82, b"\x01\x00"),),
+           opener="imgfs.containers.dc42:open_dc42", probe=_probe("imgfs.containers.dc42")),
     Format("iso9660", "ISO 9660 filesystem", "filesystem", (Magic(32769, b"CD001"),),
            opener="imgfs.filesystems.optical:open_disc_filesystem", namespaces=DISC_NAMESPACES),
     Format("udf", "UDF filesystem", "filesystem", (Magic(32769, b"BEA01"),), probe=_has_nsr,
@@ -149,6 +176,11 @@ FORMATS: tuple[Format, ...] = (
             Magic(0, b"EFI PART")), opener="imgfs.volumes.gpt:open_gpt"),
     Format("apm", "Apple partition map", "volumes", (Magic(0, b"ER"), Magic(512, b"PM")),
            opener="imgfs.volumes.apm:open_apm", probe=_probe("imgfs.volumes.apm")),
+    Format("ntfs", "NTFS filesystem", "filesystem", (Magic(3, b"NTFS    "),),
+           opener="imgfs.filesystems.ntfs:NtfsFilesystem"),
+    Format("bitlocker", "BitLocker-encrypted volume", "filesystem",
+           (Magic(3, b"-FVE-FS-"), Magic(424, BITLOCKER_GUID)),
+           hint="not supported (unlock it on Windows, or with dislocker, and mount what it gives)"),
     Format("exfat", "exFAT filesystem", "filesystem", (Magic(3, b"EXFAT   "),),
            opener="imgfs.filesystems.exfat:ExfatFilesystem"),
     Format("fat", "FAT12/16/32 filesystem", "filesystem", (Magic(510, b"\x55\xaa"),),
@@ -161,9 +193,13 @@ FORMATS: tuple[Format, ...] = (
            (Magic(1024, b"H+\x00\x04"), Magic(1024, b"HX\x00\x05"), Magic(1024, b"BD")),
            opener="imgfs.filesystems.hfsplus:HfsPlusFilesystem", probe=_probe("imgfs.filesystems.hfsplus"),
            namespaces=("hfsplus",)),
-    Format("hfs", "classic HFS (Mac OS Standard) filesystem", "filesystem", (Magic(1024, b"BD"),), probe=_is_mdb,
-           hint="classic HFS is not supported (only HFS+ and HFSX, also inside an HFS wrapper)"),
-    Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), hint="APFS is not supported yet"),
+    # "BD" at 1024 is an HFS master directory block. The HFS+ entry above takes it when it wraps an HFS+ volume
+    # (drEmbedSigWord 'H+', Mac OS 8.1 to 9); this one takes every other, a plain classic HFS volume (its probe
+    # refuses a wrapper too, so that the rule holds whatever the order).
+    Format("hfs", "classic HFS (Mac OS Standard) filesystem", "filesystem", (Magic(1024, b"BD"),),
+           opener="imgfs.filesystems.hfs:HfsFilesystem", probe=_probe("imgfs.filesystems.hfs"), namespaces=("hfs",)),
+    Format("apfs", "APFS container", "filesystem", (Magic(32, b"NXSB"),), opener="imgfs.filesystems.apfs:open_apfs",
+           probe=_probe("imgfs.filesystems.apfs")),
     Format("xz", "xz-compressed file", "wrapper", (Magic(0, b"\xfd7zXZ\x00"),), hint="decompress it first (unxz)"),
     Format("gzip", "gzip-compressed file", "wrapper", (Magic(0, b"\x1f\x8b"),), hint="decompress it first (gunzip)"),
     Format("bzip2", "bzip2-compressed file", "wrapper", (Magic(0, b"BZh"),), hint="decompress it first (bunzip2)"),
@@ -171,6 +207,10 @@ FORMATS: tuple[Format, ...] = (
            hint="decompress it first (unzstd)"),
     Format("compress", "compress(1) .Z file", "wrapper", (Magic(0, b"\x1f\x9d"),),
            hint="decompress it first (uncompress)"),
+    # Last, once nothing matched by content: a file named like a Disk Copy image and without a resource fork
+    # may be an NDIF whose chunk table was lost with its fork. Its name only chooses the refusal's words.
+    Format("lost-fork", "file named like a Disk Copy image, without a resource fork", "container", (),
+           opener="imgfs.containers.companions:refuse_lost_fork", probe=_probe_lost_fork),
 )
 KINDS = ("container", "volumes", "filesystem", "wrapper")
 NAMESPACES: tuple[str, ...] = tuple(dict.fromkeys(ns for fmt in FORMATS for ns in fmt.namespaces))
@@ -190,7 +230,13 @@ class Source:
 SOURCES: tuple[Source, ...] = (
     Source("sparsebundle", "Apple sparse bundle (a folder of bands)", "imgfs.containers.sparse:is_sparsebundle",
            "imgfs.containers.sparse:open_sparsebundle"),
-    Source("file", "image file (one file, or split segments .001, .002, ...)", "imgfs.containers.files:claims",
+    Source("activedim", "Active@ Disk Image raw set (NAME.dim, data in NAME.dim.001, ...)",
+           "imgfs.containers.activedim:claims", "imgfs.containers.activedim:open_dim"),
+    Source("companion", "a file whose resource fork is in a companion (._NAME, __MACOSX/._NAME, .AppleDouble/NAME, "
+           "NAME/..namedfork/rsrc)", "imgfs.containers.companions:claims",
+           "imgfs.containers.companions:open_with_companion"),
+    Source("file", "image file (one file, or split segments .001, .002, ... or .000, .001, ...)",
+           "imgfs.containers.files:claims",
            "imgfs.containers.files:open_files"),  # last: it takes any path
 )
 SHEETS: tuple[str, ...] = ("imgfs.containers.optical.sheets:sheet_for",)  # "module:function(path) -> sheet or None"

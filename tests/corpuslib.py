@@ -37,8 +37,9 @@ def corpus_dir() -> Path:
 
 CORPUS = corpus_dir()
 COMPRESSED = {".xz": ["xz", "-dc"], ".gz": ["gzip", "-dc"], ".Z": ["gzip", "-dc"], ".bz2": ["bzip2", "-dc"]}
-REFUSED_WORDS = {"udf": "UDF", "apfs": "APFS"}  # filesystem -> what imgfs's refusal must name
-COMPARED_ELSEWHERE = {"hfs+": "test_hfsplus.py"}  # filesystem -> the test module that compares it with its oracle
+REFUSED_WORDS = {"udf": "UDF"}  # filesystem -> what imgfs's refusal must name
+# filesystem -> the test module that compares it with its oracle
+COMPARED_ELSEWHERE = {"hfs+": "test_hfsplus.py", "apfs": "test_corpus_apfs.py"}
 
 
 def folder_or_skip(folder: str) -> Path:

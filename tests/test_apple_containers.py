@@ -531,15 +531,17 @@ def test_mount_encrypted_sparseimage(tmp_path, fat_disk):
 
 @pytest.mark.skipif(not shutil.which("7zz"), reason="7-Zip (7zz) is not installed")
 def test_mount_the_real_aes256_dmg(tmp_path, aes_dmg_plaintext):
-    """encrcdsa → UDIF (zlib) → GPT → an APFS partition, shown raw: its bytes are the ones 7-Zip extracts."""
+    """encrcdsa → UDIF (zlib) → GPT → an APFS partition: its empty volume at the root, and among the raw
+    views the partition's bytes, the ones 7-Zip extracts."""
     subprocess.run(["7zz", "x", "-y", "-tdmg", f"-o{tmp_path / '7z'}", str(aes_dmg_plaintext)], check=True,
                    capture_output=True)
     apfs = next((tmp_path / "7z").glob("*.apfs")).read_bytes()
     passfile = tmp_path / "pass"
     passfile.write_text("test123\n")
-    with mounted(AES_DMG, tmp_path / "mnt", f"passfile={passfile}") as root:
-        assert sorted(os.listdir(root)) == ["1.img"]
-        assert hashlib.sha256((root / "1.img").read_bytes()).digest() == hashlib.sha256(apfs).digest()
+    with mounted(AES_DMG, tmp_path / "mnt", f"passfile={passfile}", "rawviews") as root:
+        assert sorted(os.listdir(root)) == [".imgfs"]  # the APFS volume "empty" holds nothing
+        raw = root / ".imgfs" / "partitions" / "1.img"
+        assert hashlib.sha256(raw.read_bytes()).digest() == hashlib.sha256(apfs).digest()
 
 
 @pytest.mark.parametrize("how", ["missing", "wrong"])

@@ -12,8 +12,9 @@ the corpus README). Its ``volumes`` say what each view of the image holds:
 * ``session N (sector S) ...``: multi-session discs. The mount must show one session; which one is
   read from ``imgfs info`` (the label) and the mount is compared with that session's oracle, by
   default and with ``-o namespace=`` each of the session's filesystems.
-* A disc with neither ISO 9660 nor UDF (the APFS image) must be refused with one clear line on
-  stderr. The HFS+ image is compared with its oracle in ``test_hfsplus.py``.
+* A disc with neither ISO 9660 nor UDF, of a filesystem imgfs does not read, must be refused with one
+  clear line on stderr. The HFS+ image is compared with its oracle in ``test_hfsplus.py``, the APFS
+  image in ``test_corpus_apfs.py``.
 
 Compressed images (.xz, .gz, .bz2, .Z) are decompressed once per session into a temporary folder;
 nothing from the corpus is ever written into the project.
@@ -206,7 +207,8 @@ def test_multisession_mounts_one_session(image: IsoImage, namespace: Optional[st
 
 @pytest.mark.parametrize("image", params(REFUSED))
 def test_refused_with_one_clear_line(image: IsoImage, corpus_file, tmp_path: Path) -> None:
-    """A disc with neither ISO 9660 nor UDF (APFS) is refused: one line naming what it is, no traceback."""
+    """A disc with neither ISO 9660 nor UDF, nor a filesystem imgfs reads, is refused: one line naming what it
+    is, no traceback."""
     word = str(image.refusal_word)
     line = mount_refusal(corpus_file(image), tmp_path / "mnt")
     assert word in line, f"the error does not name {word}: {line!r}"

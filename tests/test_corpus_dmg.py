@@ -7,11 +7,10 @@ The corpus is ``../shared/fixtures`` beside the project (or ``$IMGFS_CORPUS``); 
   types) and the decoded disk's size and sha256, on which 7-Zip, libmodi and a reference decoder agreed.
   imgfs's UDIF layer must decode the same disk, list the same entries, and find every checksum right.
   Where 7-Zip is installed, each partition it extracts must equal imgfs's bytes of that blkx entry.
-* ``partition_tables``: each partition's sha256; a partition whose filesystem imgfs does not read (APFS)
-  is a raw ``N.img`` file in the mount, holding exactly those bytes.
-* ``volumes``: FAT12 volumes are mounted and compared entry by entry (as ``test_corpus_raw.py`` does);
-  HFS+ ones too once imgfs reads HFS+ (until then: a raw ``N.img``, or a one-line refusal for a
-  whole-disk HFS+ image).
+* ``partition_tables``: each partition's sha256; a partition whose filesystem imgfs does not read would
+  be a raw ``N.img`` file in the mount, holding exactly those bytes.
+* ``volumes``: FAT12, HFS+ and APFS volumes are mounted and compared entry by entry (as
+  ``test_corpus_raw.py`` does; ``test_corpus_apfs.py`` checks APFS further).
 
 The encrypted image (``dmgwiz/input_aes256.dmg``, passphrase ``test123``) goes through the encrypted-image
 layer first; it is skipped while that layer is absent. Times: every imgfs process runs with ``TZ=UTC``.
@@ -167,7 +166,7 @@ def nfd(path: str) -> str:
 
 def is_read(volume: dict[str, Any]) -> bool:
     fs = volume["filesystem"]
-    return fs.startswith("fat") or (fs == "hfs+" and reads("hfs+"))
+    return fs.startswith("fat") or (fs in ("hfs+", "apfs") and reads(fs))
 
 
 @pytest.mark.parametrize(("image", "index"), volume_cases())

@@ -10,8 +10,8 @@ its ``raw/`` folder is absent. Each image ``raw/**/X`` has an oracle ``X.json`` 
   and sha256 must be the oracle's. A table whose partitions are all beyond the end of the image (a
   dump of the table alone) is refused by mount, ``ls`` and ``cat`` with one line.
 * ``volumes``: a bare filesystem. ext2 and FAT12 are mounted and compared entry by entry, as
-  ``test_corpus.py`` does for ISO 9660; APFS and HFS+, which imgfs does not read yet, must be refused
-  with one line naming them.
+  ``test_corpus.py`` does for ISO 9660; HFS+ and APFS are compared in ``test_hfsplus.py`` and
+  ``test_corpus_apfs.py``; a filesystem imgfs does not read must be refused with one line naming it.
 
 Times: FAT stores local time without a zone, and its oracle gives it so (no ``Z``). Every imgfs process
 here runs with ``TZ=UTC``, so that imgfs turns those fields into seconds as UTC, and the oracle's
@@ -309,7 +309,7 @@ def test_filesystem_ls_recursive(image: CorpusImage, corpus_file) -> None:
 
 @pytest.mark.parametrize(("image", "command"), _with_commands(REFUSED, ("mount", "ls")))
 def test_unsupported_filesystem_is_refused(image: CorpusImage, command: str, corpus_file, tmp_path: Path) -> None:
-    """APFS is not read yet: refused with one line that names it, no traceback."""
+    """A filesystem imgfs does not read is refused with one line that names it, no traceback."""
     path, word = corpus_file(image), REFUSED_WORDS[_volume(image)["filesystem"]]
     if command == "mount":
         line = mount_refusal(path, tmp_path / "mnt")

@@ -228,3 +228,12 @@ def test_a_user_without_privileges_opens_in_the_home_folder(iso, tmp_path_factor
         for mnt in public.rglob("DESKTOP*"):
             unmount(mnt)
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_list_names_the_layers_nested_and_side_by_side():
+    from imgfs.cli.desktop import layer_chain
+
+    layers = [{"layer": "file"}, {"layer": "udif"}, {"layer": "mbr"}, {"layer": "fat", "partition": 1, "shown_as": "1"},
+              {"layer": "ext", "partition": 2, "shown_as": "2 root"}]
+    assert layer_chain(layers) == "udif › mbr › fat + ext"
+    assert layer_chain([{"layer": "file"}, {"layer": "iso9660"}]) == "iso9660"

@@ -88,7 +88,8 @@ def bash_complete(line: str, tmp_path: Path) -> list[str]:
     ("imgfs disc.iso /mnt -o allow_o", ["allow_other"]),
     ("imgfs disc.iso /mnt -o ro,name", ["ro,namespace="]),
     ("imgfs disc.iso /mnt -o namespace=", ["auto", *NAMESPACES]),
-    ("imgfs disc.iso /mnt -o uid=1000,namespace=hf", ["hfsplus"]),  # bash splits at '=': the rest of the word
+    ("imgfs disc.iso /mnt -o uid=1000,namespace=hf",  # bash splits at '=': the rest of the word
+     [ns for ns in NAMESPACES if ns.startswith("hf")]),
     ("imgfs disc.iso /mnt -oauto_", ["-oauto_unmount"]),
     ("imgfs info --j", ["--json"]),
 ])

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import cdwriter as cw
+import pytest
 from conftest import run_imgfs
 from corpuslib import mounted, refusal_line
 from udifwriter import write_udif
@@ -73,12 +74,22 @@ def test_dmg_checksums_are_checked_by_verify_and_by_the_mount_option(tmp_path: P
         assert (root / "note.txt").read_text() == "Inside a DMG\n"
 
 
-def test_classic_hfs_is_refused_by_name(tmp_path: Path) -> None:
+def test_classic_hfs_mounts_and_a_damaged_one_is_one_line(tmp_path: Path) -> None:
+    """Classic HFS was refused by name; it now mounts (see test_hfs.py). A master directory block without a
+    catalog is refused in one line that says so."""
+    machfs = pytest.importorskip("machfs")
+    vol = machfs.Volume()
+    note = machfs.File()
+    note.data = b"Mac OS Standard\n"
+    vol["Read Me"] = note
+    (tmp_path / "old.img").write_bytes(vol.write(size=800 * 1024, desktopdb=False, bootable=False))
+    with mounted(tmp_path / "old.img", tmp_path / "mnt") as root:
+        assert (root / "Read Me").read_bytes() == b"Mac OS Standard\n"
     image = bytearray(1 << 20)
     image[1024:1026] = b"BD"
     image[1042:1044] = (250).to_bytes(2, "big")  # allocation blocks
     image[1044:1048] = (4096).to_bytes(4, "big")  # their size
-    (tmp_path / "old.img").write_bytes(bytes(image))
-    (tmp_path / "mnt").mkdir()
-    line = refusal_line(run_imgfs(str(tmp_path / "old.img"), str(tmp_path / "mnt")))
-    assert "classic HFS is not supported" in line
+    (tmp_path / "bad.img").write_bytes(bytes(image))
+    (tmp_path / "mnt2").mkdir()
+    line = refusal_line(run_imgfs(str(tmp_path / "bad.img"), str(tmp_path / "mnt2")))
+    assert "hfs: master directory block: the catalog file has no extents" in line

@@ -1,16 +1,19 @@
-"""The disk part's measurement loop: each partition's /bigfile and the ext4 tree, each on a fresh mount.
+"""The disk part's measurement loop: each partition's /bigfile and the ext4 and NTFS trees, each on a fresh
+mount.
 
 Readers: raw (``os.pread`` of /bigfile's byte ranges in the disk image, in the same request size), imgfs
-(the whole disk image mounted: one folder per partition) and fuse2fs (the ext4 partition's own image,
-when fuse2fs is installed). As in the ISO part, the readers of one measurement follow each other
-directly and their order rotates from run to run.
+(the whole disk image mounted: one folder per partition), fuse2fs (the ext4 partition's own image, when
+fuse2fs is installed) and ntfs-3g (the NTFS partition's own image, read-only). As in the ISO part, the
+readers of one measurement follow each other directly and their order rotates from run to run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,17 +26,18 @@ from benchlib.images import BIG_NAME
 from benchlib.mounts import Mount, mounted
 from benchlib.workloads import RANDOM_READ_SIZE, random_offsets, ranges_mb_s, run_measured
 
-FUSE2FS = "fuse2fs"
-PEERS = ("imgfs", FUSE2FS)  # the FUSE readers
+FUSE2FS, NTFS3G = "fuse2fs", "ntfs-3g"
+PEERS = ("imgfs", FUSE2FS, NTFS3G)  # the FUSE readers
 ALL_READERS = ("raw", *PEERS)
+COPY_TARGET = Path("/dev/shm")  # cp -r copies into memory: the disk under /tmp would time itself
 
 
 @dataclass
 class DiskSetup:
     images: DiskImages
-    volumes: dict[str, Volume]  # by filesystem: "ext4", "fat32"
-    readers: tuple[str, ...]  # ALL_READERS, without fuse2fs when it is not installed
-    ext4_entries: int  # what was put into the ext4 partition, lost+found included
+    volumes: dict[str, Volume]  # by filesystem: "ext4", "fat32", "ntfs"
+    readers: tuple[str, ...]  # ALL_READERS, without the peers that are not installed
+    entries: dict[str, int]  # what was put into the ext4 (lost+found included) and NTFS partitions
     runs: int
     cold: bool  # may we drop the page cache (root only)?
     log: Callable[[str], None]
@@ -79,6 +83,19 @@ def walk_seconds(command: list[str]) -> Work:
     return work
 
 
+def copy_seconds(setup: DiskSetup, view: View) -> float:
+    """Wall time of `cp -r` of the partition's whole tree into memory (/dev/shm), removed again after."""
+    assert view.root is not None
+    target = Path(tempfile.mkdtemp(prefix="imgfs-bench-cp-", dir=COPY_TARGET))
+    try:
+        done = run_measured(["cp", "-r", f"{view.root}/.", str(target)])
+        if done.returncode:
+            setup.problems.append(f"`cp -r` of {view.root} exited {done.returncode}: {done.stderr[:300]}")
+        return done.wall_s
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
 def whole_workload_rss(setup: DiskSetup, view: View) -> float:
     """The daemon's peak RSS after `ls -lR` of its whole mount and a full read of every /bigfile in it."""
     assert view.mount is not None
@@ -93,23 +110,27 @@ def whole_workload_rss(setup: DiskSetup, view: View) -> float:
     return rss
 
 
-VOLUMES = ("ext4", "fat32")
+VOLUMES = ("ext4", "fat32", "ntfs")
+TREES = ("ext4", "ntfs")  # the partitions with the small files
 MEASUREMENTS = (
     DiskMeasurement("seq_128k_cold", "sequential, 128 KiB reads, cold page cache", "MB/s", VOLUMES,
                     ALL_READERS, sequential(128 << 10), cold=True),
     DiskMeasurement("seq_128k", "sequential, 128 KiB reads, warm", "MB/s", VOLUMES, ALL_READERS,
                     sequential(128 << 10)),
     DiskMeasurement("seq_1m", "sequential, 1 MiB reads, warm", "MB/s", VOLUMES, ALL_READERS, sequential(1 << 20)),
-    DiskMeasurement("find", "`find` over the partition, fresh mount", "s", ("ext4",), PEERS, walk_seconds(["find"])),
-    DiskMeasurement("ls_lR", "`ls -lR` over the partition, fresh mount", "s", ("ext4",), PEERS,
+    DiskMeasurement("find", "`find` over the partition, fresh mount", "s", TREES, PEERS, walk_seconds(["find"])),
+    DiskMeasurement("ls_lR", "`ls -lR` over the partition, fresh mount", "s", TREES, PEERS,
                     walk_seconds(["ls", "-lR"])),
+    DiskMeasurement("cp_r", "`cp -r` of the partition's whole tree into /dev/shm, fresh mount", "s", ("ntfs",),
+                    PEERS, copy_seconds),
     DiskMeasurement("rss", "daemon peak RSS (VmHWM) after `ls -lR MNT` + reading every /bigfile in MNT", "MiB",
-                    ("ext4",), PEERS, whole_workload_rss),
+                    TREES, PEERS, whole_workload_rss),
 )
 
 
 def serves(reader: str, volume: Volume) -> bool:
-    return reader != FUSE2FS or volume.part_image is not None
+    """raw and imgfs read every partition; a peer only the partition it is the driver of."""
+    return reader in ("raw", "imgfs") or reader == volume.peer
 
 
 @contextmanager
@@ -169,6 +190,8 @@ def warm_images(setup: DiskSetup) -> None:
     images.warm(setup.images.disk)
     if FUSE2FS in setup.readers:
         images.warm(setup.images.ext4)
+    if NTFS3G in setup.readers:
+        images.warm(setup.images.ntfs)
 
 
 def verify(setup: DiskSetup) -> dict:
@@ -224,11 +247,21 @@ def listing(root: Optional[Path]) -> list[str]:
 
 
 def compare_listings(setup: DiskSetup, listings: dict[str, list[str]]) -> None:
-    """imgfs and fuse2fs must show the same ext4 tree, and imgfs as many entries as were put in."""
-    ours, peer = listings["ext4 via imgfs"], listings.get(f"ext4 via {FUSE2FS}")
-    if peer is not None and ours != peer:
-        only_ours, only_peer = sorted(set(ours) - set(peer)), sorted(set(peer) - set(ours))
-        setup.problems.append(f"ext4 tree: imgfs and fuse2fs differ ({len(ours):,} and {len(peer):,} entries): "
-                              f"only in imgfs {only_ours[:3]}, only in fuse2fs {only_peer[:3]}")
-    if len(ours) != setup.ext4_entries:
-        setup.problems.append(f"ext4 tree: imgfs shows {len(ours):,} entries, the image holds {setup.ext4_entries:,}")
+    """imgfs and each peer must show the same tree, and imgfs as many entries as were put in. Folder sizes
+    are left out of the comparison: ntfs-3g and imgfs do not count an NTFS folder's size alike."""
+    for fs, count in setup.entries.items():
+        ours = listings[f"{fs} via imgfs"]
+        peer_name = setup.volumes[fs].peer
+        peer = listings.get(f"{fs} via {peer_name}")
+        if fs == "ntfs":
+            ours, peer = _without_folder_sizes(ours), peer and _without_folder_sizes(peer)
+        if peer is not None and ours != peer:
+            only_ours, only_peer = sorted(set(ours) - set(peer)), sorted(set(peer) - set(ours))
+            setup.problems.append(f"{fs} tree: imgfs and {peer_name} differ ({len(ours):,} and {len(peer):,} "
+                                  f"entries): only in imgfs {only_ours[:3]}, only in {peer_name} {only_peer[:3]}")
+        if len(ours) != count:
+            setup.problems.append(f"{fs} tree: imgfs shows {len(ours):,} entries, the image holds {count:,}")
+
+
+def _without_folder_sizes(listing: list[str]) -> list[str]:
+    return [line.rsplit(" ", 1)[0] if line.rsplit(" ", 2)[1] == "d" else line for line in listing]

@@ -1,4 +1,4 @@
-"""Fresh mounts of an image by imgfs, fuseiso or fuse2fs, always unmounted again.
+"""Fresh mounts of an image by imgfs, fuseiso, fuse2fs or ntfs-3g, always unmounted again.
 
 Every measurement of a FUSE reader gets its own mount: the kernel keeps a mounted file's pages
 (imgfs asks for kernel_cache), so a second read on the same mount would measure memory, not the
@@ -21,7 +21,8 @@ from typing import Optional
 
 from benchlib import subject
 
-MOUNT_ROOT = Path("/tmp/imgfs-bench-mnt")
+# IMGFS_BENCH_MNT: a folder of its own, for a run beside another one (each unmounts what it finds there)
+MOUNT_ROOT = Path(os.environ.get("IMGFS_BENCH_MNT", "/tmp/imgfs-bench-mnt"))
 FUSE_READERS = ("imgfs", "fuseiso")
 
 
@@ -50,6 +51,8 @@ def mount_command(reader: str, image: Path, mnt: Path) -> list[str]:
         return [*subject.COMMAND, str(image), str(mnt)]  # returns once the kernel has called init
     if reader == "fuse2fs":
         return ["fuse2fs", str(image), str(mnt), "-o", "ro,fakeroot"]
+    if reader == "ntfs-3g":
+        return ["ntfs-3g", "-o", "ro", str(image), str(mnt)]
     # -p: fuseiso removes the mount point on exit, we make a fresh one for every mount anyway;
     # -n: do not write ~/.mtab.fuseiso, which we do not need.
     return ["fuseiso", "-n", "-p", str(image), str(mnt)]
@@ -84,7 +87,8 @@ def is_mounted(mnt: Path) -> bool:
 
 
 def wait_until_mounted(mnt: Path, timeout: float = 30.0) -> None:
-    """fuseiso and fuse2fs daemonize before the kernel has the mount; poll for it (imgfs is there already)."""
+    """fuseiso, fuse2fs and ntfs-3g daemonize before the kernel has the mount; poll for it (imgfs is there
+    already)."""
     deadline = time.monotonic() + timeout
     while not is_mounted(mnt):
         if time.monotonic() > deadline:

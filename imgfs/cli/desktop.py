@@ -16,7 +16,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from imgfs.cli.commands import add_options_argument
 from imgfs.cli.common import error_line, fail, open_for_user
@@ -214,9 +214,22 @@ def describe_format(entry: MountEntry) -> str:
     except OSError as exc:
         return f"({exc.strerror})"
     try:
-        return " › ".join(layer["layer"] for layer in image.layers if layer.get("layer") not in ("file", "raw"))
+        return layer_chain(image.layers)
     finally:
         image.close()
+
+
+def layer_chain(layers: list[dict[str, Any]]) -> str:
+    """``udif › gpt › hfs+``: each layer inside the one before; the volumes shown side by side as folders are
+    joined with ``+`` (``gpt › ext + fat``)."""
+    text, previous_volume = "", False
+    for layer in layers:
+        if layer.get("layer") in ("file", "raw"):
+            continue
+        volume = "shown_as" in layer  # a volume of the set before it, shown as a folder
+        text += (" + " if volume and previous_volume else " › " if text else "") + str(layer["layer"])
+        previous_volume = volume
+    return text
 
 
 def _owner(entry: MountEntry) -> Optional[str]:

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional, Union
 
-from imgfs.containers.dmg.encrypted import open_encrypted_parts, read_v2_header
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.stream import Extent, ExtentStream, FileStream, Stream, read_exact
 from imgfs.layer import Layer, OpenContext
@@ -305,6 +304,10 @@ def open_sparsebundle(path: str, ctx: OpenContext) -> Stream:
 
 
 def _open_encrypted_bundle(token: str, bands: SparseBundleStream, ctx: OpenContext) -> Stream:
+    # Imported here, not at the top: this module is imported on every mount (the registry asks it whether a
+    # path is a bundle), and the encryption layer's cryptography import costs ~50 ms of mount time.
+    from imgfs.containers.dmg.encrypted import open_encrypted_parts, read_v2_header
+
     header_stream = FileStream(token)
     try:
         header = read_v2_header(header_stream)

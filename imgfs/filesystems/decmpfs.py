@@ -9,10 +9,11 @@ the resource fork as 64 KiB chunks:
     7, 8   LZVN; a chunk starting with 0x06 (LZVN's end of stream) is stored raw after that byte
     9, 10  uncompressed ("copy"), after a marker byte (0xCC) when there is one
     11, 12 LZFSE ('bvx' blocks); a chunk not starting with 'bvx' is stored raw after one marker byte
+    13, 14 LZBITMAP ('ZBM\\x09' streams); a chunk without that magic is stored raw after one marker byte
 
 Type 4 keeps its chunks in a classic resource (fork header at 0, data at its data offset: a 4-byte
 big-endian length, a little-endian chunk count, then (offset, length) pairs counted from after the
-length field). Types 8, 10 and 12 start the fork with little-endian offsets of every chunk and of the
+length field). Types 8, 10, 12 and 14 start the fork with little-endian offsets of every chunk and of the
 end. Chunks decode lazily through a ``ChunkedStream``; only the table's entries a read needs are read.
 """
 
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
-from imgfs.codecs import lzvn
+from imgfs.codecs import lzbitmap, lzvn
 from imgfs.errors import CorruptImage, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
@@ -40,9 +41,10 @@ CHUNK = 1 << 16
 MAX_INLINE_SIZE = 1 << 26  # an attribute's few KiB cannot honestly expand past this
 MAX_SIZE = 1 << 56  # 2^40 chunks, far past any real file, and st_size cannot pass 2^63
 LZFSE_V1_HEADER = 770  # the fixed header of a 'bvx1' block
-ZLIB, LZVN, COPY, LZFSE = "zlib", "lzvn", "copy", "lzfse"
+ZLIB, LZVN, COPY, LZFSE, LZBITMAP = "zlib", "lzvn", "copy", "lzfse", "lzbitmap"
 TYPES = {1: (COPY, False), 3: (ZLIB, False), 4: (ZLIB, True), 7: (LZVN, False), 8: (LZVN, True),
-         9: (COPY, False), 10: (COPY, True), 11: (LZFSE, False), 12: (LZFSE, True)}
+         9: (COPY, False), 10: (COPY, True), 11: (LZFSE, False), 12: (LZFSE, True), 13: (LZBITMAP, False),
+         14: (LZBITMAP, True)}
 
 
 class Header(NamedTuple):
@@ -54,17 +56,18 @@ class Header(NamedTuple):
         return TYPES.get(self.kind, ("", False))[1]
 
 
-def parse_header(value: bytes) -> Header:
+def parse_header(value: bytes, layer: str = "hfs+") -> Header:
+    """The attribute's header; ``layer`` is the filesystem that holds it (for the error message)."""
     if len(value) < HEADER.size:
-        raise CorruptImage(f"{ATTRIBUTE} is {len(value)} bytes, shorter than its header", layer="hfs+")
+        raise CorruptImage(f"{ATTRIBUTE} is {len(value)} bytes, shorter than its header", layer=layer)
     magic, kind, size = HEADER.unpack_from(value)
     if magic != MAGIC:
-        raise CorruptImage(f"{ATTRIBUTE}: expected magic 'fpmc', got {magic!r}", layer="hfs+")
+        raise CorruptImage(f"{ATTRIBUTE}: expected magic 'fpmc', got {magic!r}", layer=layer)
     return Header(kind, size)
 
 
 def _decoder(method: str) -> Callable[[bytes, int], bytes]:
-    return {ZLIB: _zlib, LZVN: _lzvn, COPY: _copy, LZFSE: _lzfse}[method]
+    return {ZLIB: _zlib, LZVN: _lzvn, COPY: _copy, LZFSE: _lzfse, LZBITMAP: _lzbitmap}[method]
 
 
 def _zlib(data: bytes, size: int) -> bytes:
@@ -100,6 +103,12 @@ def _lzfse(data: bytes, size: int) -> bytes:
         raise ValueError("the LZFSE stream is damaged") from None
 
 
+def _lzbitmap(data: bytes, size: int) -> bytes:
+    if data[:4] != lzbitmap.MAGIC:
+        return data[1 : 1 + size]
+    return lzbitmap.decode(data, size)
+
+
 def lzfse_raw_size(data: bytes) -> int:
     """The bytes an LZFSE stream's block headers promise, walked without decoding; ValueError when a
     header is unknown or runs past the data."""
@@ -126,18 +135,23 @@ def lzfse_raw_size(data: bytes) -> int:
     raise ValueError("the LZFSE block headers are damaged")
 
 
-def open_compressed(value: bytes, fork: Stream, cache: BlockCache, name: str) -> Stream:
-    """The uncompressed file: ``value`` is the com.apple.decmpfs attribute, ``fork`` the resource fork."""
-    header = parse_header(value)
+def open_compressed(value: bytes, fork: Optional[Stream], cache: BlockCache, name: str, layer: str = "hfs+"
+                    ) -> Stream:
+    """The uncompressed file: ``value`` is the com.apple.decmpfs attribute, ``fork`` the resource fork (None
+    when the file has none), ``layer`` the filesystem that holds them (HFS+, APFS)."""
+    header = parse_header(value, layer)
     if header.size > MAX_SIZE:
         raise CorruptImage(f"{ATTRIBUTE} says the file has {header.size} bytes", layer=name)
     kind = TYPES.get(header.kind)
     if kind is None:
-        raise UnsupportedFormat(f"{name}: decmpfs compression type {header.kind} is not supported", layer="hfs+")
+        raise UnsupportedFormat(f"{name}: decmpfs compression type {header.kind} is not supported", layer=layer)
     method, in_fork = kind
     decode = _decoder(method)
     if not in_fork:
         return _inline(header, value[HEADER.size :], decode if header.kind != 1 else _raw, cache, name)
+    if fork is None:
+        raise CorruptImage(f"decmpfs type {header.kind} keeps its data in the resource fork, and the file has none",
+                           layer=name)
     locate = _zlib_table(fork, header.size, name) if method == ZLIB else _offset_table(fork, header.size, name)
 
     def chunk(i: int) -> bytes:
@@ -191,7 +205,7 @@ def _read(fork: Stream, offset: int, length: int, what: str, name: str) -> bytes
 
 
 def _offset_table(fork: Stream, size: int, name: str) -> Callable[[int], tuple[int, int]]:
-    """Types 8, 10, 12: little-endian offsets of each chunk and of the end, at the start of the fork."""
+    """Types 8, 10, 12, 14: little-endian offsets of each chunk and of the end, at the start of the fork."""
     count = _count(size)
     table = 4 * (count + 1)
     first = struct.unpack("<I", _read(fork, 0, 4, "decmpfs chunk table", name))[0]

@@ -24,16 +24,19 @@ sector) is not used.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from imgfs.containers.optical.cdtext import apply_cdtext, control_flags
 from imgfs.containers.optical.disc import AUDIO, MODE1, MODE2, RAW, Disc, Track
-from imgfs.containers.optical.files import sibling
+from imgfs.containers.optical.files import renamed_data_file, sibling
 from imgfs.errors import CorruptImage, MissingFile, UnsupportedFormat
 from imgfs.io.stream import FileStream, Stream, read_exact
 from imgfs.layer import OpenContext
+
+log = logging.getLogger(__name__)
 
 LAYER = "ccd"
 MAX_CCD_SIZE = 1 << 20  # a control file of 99 tracks is a few KiB
@@ -244,6 +247,12 @@ def _cdtext(disc: Disc, section: Section) -> dict[str, Any]:
 def attach_image(disc: Disc, path: str) -> None:
     """Open the ``.img`` beside the control file and place every track's sectors in it."""
     image_path = sibling(path, (".img",))
+    if image_path is None:
+        image_path = renamed_data_file(path)
+        if image_path is not None:
+            log.warning("%s: its image file %s.img is missing; using %s, the one data file named like it",
+                        os.path.basename(path), os.path.splitext(os.path.basename(path))[0],
+                        os.path.basename(image_path))
     if image_path is None:
         stem = os.path.splitext(os.path.basename(path))[0]
         raise MissingFile(f"{os.path.basename(path)} needs its image file '{stem}.img', which is not in "

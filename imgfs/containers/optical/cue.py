@@ -228,12 +228,13 @@ def open_cue(stream: Stream, ctx: OpenContext) -> Disc:
     return disc.opened(ctx.verify)
 
 
-def _open_file(sheet_path: str, entry: _File) -> tuple[Stream, bool]:
-    """The bytes a FILE line names, and whether its audio is big-endian."""
+def _open_file(sheet_path: str, entry: _File, renamed: bool) -> tuple[Stream, bool]:
+    """The bytes a FILE line names, and whether its audio is big-endian; with ``renamed`` (the sheet's only
+    FILE), a renamed data file stands in for a missing one."""
     if entry.kind in ("MP3", "AIFF", "FLAC", "OGG"):
         raise UnsupportedFormat(f"{os.path.basename(sheet_path)} line {entry.line}: {entry.kind} files are not "
                                 f"supported (convert {entry.name!r} to WAV)", layer="cue")
-    stream = FileStream(resolve(sheet_path, entry.name))
+    stream = FileStream(resolve(sheet_path, entry.name, renamed=renamed))
     if entry.kind == "WAVE":
         try:
             return _wav_data(stream), False
@@ -275,10 +276,11 @@ def _lay_out(sheet: Sheet, disc: Disc, sheet_path: str) -> None:
     tracks: list[Track] = []
     file_base = 0  # LBA of the current FILE's frame 0
     session, session_end = 1, 0
+    single = sum(1 for entry in sheet.files if entry.tracks) == 1
     for entry in sheet.files:
         if not entry.tracks:
             continue
-        source, swap = _open_file(sheet_path, entry)
+        source, swap = _open_file(sheet_path, entry, single)
         disc.files.append(source)
         shift = 0  # PREGAPs, POSTGAPs and session gaps met so far in this FILE
         first_frames = []  # each track's first INDEX, as the sheet gives it

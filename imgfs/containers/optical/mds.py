@@ -242,13 +242,14 @@ def data_file_name(pattern: str, descriptor: str) -> str:
 def attach_data(disc: Disc, path: str) -> None:
     """Open the data files the tracks name (once per distinct list) and make them the tracks' sources."""
     opened: dict[tuple[str, ...], Stream] = {}
+    single = len({_track_files(disc, t, path) for t in disc.tracks}) == 1  # one data file: it may be renamed
     try:
         for track in disc.tracks:
             names = _track_files(disc, track, path)
             if names not in opened:
                 needed = max(t.file_offset + t.file_sectors * t.sector_size for t in disc.tracks
                              if _track_files(disc, t, path) == names)
-                opened[names] = _open_set(disc, path, names, needed)
+                opened[names] = _open_set(disc, path, names, needed, single and len(names) == 1)
             track.source = opened[names]
     except ImageError:
         disc.close()
@@ -260,10 +261,10 @@ def _track_files(disc: Disc, track: Track, path: str) -> tuple[str, ...]:
     return tuple(data_file_name(n, path) for n in names)
 
 
-def _open_set(disc: Disc, path: str, names: tuple[str, ...], needed: int) -> Stream:
+def _open_set(disc: Disc, path: str, names: tuple[str, ...], needed: int, renamed: bool = False) -> Stream:
     parts: list[FileStream] = []
     for name in names:
-        parts.append(open_data_file(path, name))
+        parts.append(open_data_file(path, name, renamed=renamed))
         disc.files.append(parts[-1])
     if sum(p.size for p in parts) < needed:  # a split image the descriptor names by its first part only
         for extra in _split_parts(path, names[-1], needed - sum(p.size for p in parts)):

@@ -1,8 +1,9 @@
 """The sheet that describes a data file: mounting ``Game.bin`` mounts what ``Game.cue`` beside it describes.
 
 The registry's sheet finder. A sheet with the data file's stem and a sheet extension (.cue, .ccd, .mds,
-any letter case) describes it (a cue sheet only when one of its FILE lines names it); failing that, any
-cue sheet in the folder that names it does (redump's ``Game (Track 1).bin`` is named by ``Game.cue``).
+any letter case) describes it (a cue sheet only when one of its FILE lines names it, or when it names one
+data file that is missing and this file is the one renamed data file beside it); failing that, any cue sheet
+in the folder that names it does (redump's ``Game (Track 1).bin`` is named by ``Game.cue``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from imgfs.containers.optical import cue
 from imgfs.containers.optical.files import resolve, sibling
 from imgfs.errors import ImageError
 
@@ -39,6 +39,10 @@ def sheet_for(path: str) -> Optional[str]:
 
 def names(sheet: str, path: str) -> bool:
     """Whether the cue sheet ``sheet`` has a FILE line for ``path``."""
+    # Imported here: this module runs on every mount, and the cue reader (with the disc model) is needed
+    # only when a sheet lies beside the image.
+    from imgfs.containers.optical import cue
+
     try:
         files = cue.data_files(sheet)
     except (OSError, ImageError):
@@ -46,7 +50,7 @@ def names(sheet: str, path: str) -> bool:
     target = os.path.realpath(path)
     for name in files:
         try:
-            if os.path.realpath(resolve(sheet, name)) == target:
+            if os.path.realpath(resolve(sheet, name, renamed=len(files) == 1, warn=False)) == target:
                 return True
         except ImageError:
             continue

@@ -1,10 +1,14 @@
-"""HFS+ B-trees (catalog, extents overflow, attributes): nodes, keyed look-ups and leaf walks.
+"""HFS and HFS+ B-trees (catalog, extents overflow, attributes): nodes, keyed look-ups and leaf walks.
 
 A B-tree is a file of fixed-size nodes; node 0 is the header node, whose header record gives the root,
 the first leaf, the node size and the node count. Every node starts with a 14-byte descriptor (forward
 and backward links, kind, height, record count) and ends with the offsets of its records, last record
 first. Index nodes hold (key, child node) records; leaf nodes hold (key, data) records and are chained
 in key order by their forward links.
+
+Classic HFS B-trees have the same nodes (512 bytes) and header record, with the attributes left zero:
+a key's length is then one byte, the key is padded so that its record's data starts at an even offset,
+and index keys always take the tree's maximum key length (Inside Macintosh: Files, 2-64ff).
 
 Nodes are read through the mount's ``BlockCache`` and kept there parsed: a ``TreeNode`` is the node's
 bytes (so the cache counts its size) with its descriptor, record offsets and, once searched, its keys
@@ -75,8 +79,9 @@ class BTree:
     comparable tuple. ``where`` maps an offset in the file to one in the volume, for error messages."""
 
     def __init__(self, stream: Stream, cache: BlockCache, name: str, key_of: Callable[[bytes], Key],
-                 where: Callable[[int], int]) -> None:
+                 where: Callable[[int], int], layer: str = "hfs+") -> None:
         self.stream = stream
+        self.layer = layer
         self.cache = cache
         self.name = name
         self.key_of = key_of
@@ -85,7 +90,7 @@ class BTree:
         self.header = self._read_header()
 
     def _error(self, message: str, file_offset: int) -> CorruptImage:
-        return CorruptImage(f"{self.name} B-tree: {message}", layer="hfs+", offset=self.where(file_offset))
+        return CorruptImage(f"{self.name} B-tree: {message}", layer=self.layer, offset=self.where(file_offset))
 
     def _read(self, offset: int, length: int) -> bytes:
         try:
@@ -143,15 +148,19 @@ class BTree:
         start, end = node.bounds[index], node.bounds[index + 1]
         raw = node[start:end]
         where = node.number * self.header.node_size + start
-        if len(raw) < 2:
+        field = 2 if self.header.attributes & BIG_KEYS else 1  # HFS: a one-byte key length
+        if len(raw) < field:
             raise self._error(f"node {node.number}: record {index} has no key length", where)
-        key_length = int.from_bytes(raw[:2], "big")
+        key_length = int.from_bytes(raw[:field], "big")
         stored = key_length
         if node.kind == INDEX and not self.header.attributes & VARIABLE_INDEX_KEYS:
             stored = self.header.max_key_length
-        if 2 + max(key_length, stored) > len(raw):
+        data_start = field + stored
+        if field == 1:
+            data_start += data_start & 1  # HFS pads a key to an even length, its length byte included
+        if max(data_start, field + key_length) > len(raw):
             raise self._error(f"node {node.number}: record {index}'s key ({key_length} bytes) overruns it", where)
-        return Record(raw[2 : 2 + key_length], raw[2 + stored :], where)
+        return Record(raw[field : field + key_length], raw[data_start:], where)
 
     def _child(self, node: TreeNode, index: int) -> int:
         record = self.record(node, index)

@@ -44,6 +44,8 @@ from imgfs.filesystems.base import Filesystem, Node
 from imgfs.filesystems.hfsplus import attributes as attrs
 from imgfs.filesystems.hfsplus import catalog as cat
 from imgfs.filesystems.hfsplus.btree import BTree
+from imgfs.filesystems.hfsplus.finderinfo import FINDER_INFO, RESOURCE_FORK, XATTR_SIZE_MAX, shown_finder_info
+from imgfs.filesystems.hfsplus.forks import Allocation, ExtentFormat, Run, volume_offset
 from imgfs.filesystems.hfsplus.unicode import KEY_COMPARE_BINARY, encode, shown
 from imgfs.filesystems.hfsplus.volume import (
     EXTENT_RECORD_SIZE,
@@ -61,13 +63,10 @@ log = logging.getLogger(__name__)
 EXTENTS_FILE, CATALOG_FILE, ATTRIBUTES_FILE = 3, 4, 8
 DATA, RESOURCE = 0x00, 0xFF
 MAX_SYMLINK_SIZE = 4096
-XATTR_SIZE_MAX = 65536  # what getxattr can return on Linux
 SHOWN_AS_IS = ("user.", "trusted.", "security.")
-FINDER_INFO, RESOURCE_FORK = "com.apple.FinderInfo", "com.apple.ResourceFork"
-# bytes of the 32-byte Finder info that macOS keeps to itself (document id, date added, write generation)
-FINDER_INFO_PRIVATE = (slice(16, 24), slice(28, 32))
 _DEVICES = (stat.S_IFCHR, stat.S_IFBLK)
 _FILE_KINDS = (stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
+EXTENT_FORMAT = ExtentFormat(extent_key, parse_extents, EXTENT_RECORD_SIZE)
 
 
 class DirHandle(NamedTuple):
@@ -92,9 +91,6 @@ class FileHandle(NamedTuple):
     has_attributes: bool = False
     resource_size: int = 0
     compressed: bool = False
-
-
-Run = tuple[Optional[int], int]
 
 
 class NameMap(dict[str, Node]):
@@ -147,7 +143,10 @@ class HfsPlusFilesystem(Filesystem):
 
     def _open_trees(self) -> None:
         header = self.header
-        self.extents = self._tree(header.extents_file, EXTENTS_FILE, "extents overflow", extent_key, overflow=False)
+        self.allocation = Allocation(header.block_size, header.total_blocks, 0, "hfs+", EXTENT_FORMAT,
+                                     report_offset=self.offset)
+        self.extents = self._tree(header.extents_file, EXTENTS_FILE, "extents overflow", extent_key)
+        self.allocation.overflow_tree = self.extents  # the extents file itself cannot overflow
         self.catalog = self._tree(header.catalog_file, CATALOG_FILE, "catalog", cat.key_of(True))
         self.case_sensitive = header.signature == "HX" and self.catalog.header.compare_type == KEY_COMPARE_BINARY
         self.catalog.key_of = cat.key_of(not self.case_sensitive)
@@ -155,58 +154,17 @@ class HfsPlusFilesystem(Filesystem):
         if header.attributes_file.logical_size:
             self.attributes = self._tree(header.attributes_file, ATTRIBUTES_FILE, "attributes", attrs.key_of)
 
-    def _tree(self, fork: Fork, cnid: int, name: str, key_of: Any, overflow: bool = True) -> BTree:
-        runs = self._fork_runs(fork, cnid, DATA, f"the {name} file", overflow)
+    def _tree(self, fork: Fork, cnid: int, name: str, key_of: Any) -> BTree:
+        runs = self._fork_runs(fork, cnid, DATA, f"the {name} file")
         stream = ExtentStream.over(self.volume, runs, name=f"{self._name}:{name} file")
-        return BTree(stream, self.cache, name, key_of, lambda offset: self.offset + _volume_offset(runs, offset))
+        return BTree(stream, self.cache, name, key_of, lambda offset: self.offset + volume_offset(runs, offset))
 
     def _fork(self, fork: Fork, cnid: int, fork_type: int, what: str) -> ExtentStream:
         return ExtentStream.over(self.volume, self._fork_runs(fork, cnid, fork_type, what), name=f"{self._name}:{what}")
 
-    def _fork_runs(self, fork: Fork, cnid: int, fork_type: int, what: str, overflow: bool = True) -> list[Run]:
+    def _fork_runs(self, fork: Fork, cnid: int, fork_type: int, what: str) -> list[Run]:
         """A fork's byte runs: its extents, continued in the extents overflow file past the eighth."""
-        extents = list(fork.extents)
-        have = sum(count for _, count in extents)
-        if have < fork.total_blocks and overflow and len(extents) == 8:
-            extents += self._overflow(cnid, fork_type, have, fork.total_blocks)
-        return self._runs(extents, fork.logical_size, what)
-
-    def _overflow(self, cnid: int, fork_type: int, have: int, want: int) -> list[tuple[int, int]]:
-        found: list[tuple[int, int]] = []
-        for record in self.extents.walk((cnid, fork_type, have)):
-            file_id, kind, start = extent_key(record.key)
-            if (file_id, kind) != (cnid, fork_type) or have >= want:
-                break
-            if start != have:
-                raise CorruptImage(f"CNID {cnid}'s overflow extents: expected a record starting at block {have}, "
-                                   f"got {start}", layer="hfs+", offset=self.offset + record.offset)
-            if len(record.data) < EXTENT_RECORD_SIZE:
-                raise CorruptImage(f"CNID {cnid}'s overflow extent record is too short", layer="hfs+",
-                                   offset=self.offset + record.offset)
-            more = list(parse_extents(record.data))
-            if not more:
-                break
-            found += more
-            have += sum(count for _, count in more)
-        return found
-
-    def _runs(self, extents: list[tuple[int, int]], size: int, what: str) -> list[Run]:
-        """(byte offset in the volume, length) of each extent, up to ``size`` bytes."""
-        total, block = self.header.total_blocks, self.block_size
-        runs: list[Run] = []
-        left = size
-        for start, count in extents:
-            if left <= 0:
-                break
-            if start + count > total:
-                raise CorruptImage(f"{what}: extent of {count} blocks at block {start} runs past the volume's "
-                                   f"{total} blocks", layer="hfs+", offset=self.offset + start * block)
-            length = min(count * block, left)
-            runs.append((start * block, length))
-            left -= length
-        if left > 0:
-            raise CorruptImage(f"{what}: {size} bytes, but its extents hold only {size - left}", layer="hfs+")
-        return runs
+        return self.allocation.fork_runs(fork.extents, fork.total_blocks, fork.logical_size, cnid, fork_type, what)
 
     # -- catalog -------------------------------------------------------------------------------------
 
@@ -294,7 +252,8 @@ class HfsPlusFilesystem(Filesystem):
     def _dir_node(self, name: str, entry: cat.Entry, parent: int, links: tuple[int, ...]) -> Node:
         uid, gid, mode = self._owner_and_mode(entry, stat.S_IFDIR | 0o755)
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
-        handle = DirHandle(entry.cnid, parent, links, _finder_info(entry), bool(entry.flags & cat.HAS_ATTRIBUTES))
+        handle = DirHandle(entry.cnid, parent, links, shown_finder_info(entry.finder_info),
+                           bool(entry.flags & cat.HAS_ATTRIBUTES))
         return Node(name, mode, 0, entry.cnid, 1, uid, gid, *_times(entry), handle=handle)
 
     def _file_node(self, name: str, entry: cat.Entry, parent: int, key_name: bytes, nlink: int = 1) -> Node:
@@ -305,8 +264,8 @@ class HfsPlusFilesystem(Filesystem):
             kind = stat.S_IFREG
         mode = kind | stat.S_IMODE(mode)
         assert entry.data_fork is not None and entry.resource_fork is not None
-        handle = FileHandle(parent, key_name, entry.cnid, _finder_info(entry), bool(entry.flags & cat.HAS_ATTRIBUTES),
-                            entry.resource_fork.logical_size, entry.compressed)
+        handle = FileHandle(parent, key_name, entry.cnid, shown_finder_info(entry.finder_info),
+                            bool(entry.flags & cat.HAS_ATTRIBUTES), entry.resource_fork.logical_size, entry.compressed)
         size, target, rdev = entry.data_fork.logical_size, None, 0
         if kind == stat.S_IFLNK:
             if size > MAX_SYMLINK_SIZE:
@@ -418,7 +377,7 @@ class HfsPlusFilesystem(Filesystem):
         for more in records[1:]:
             if more.kind == attrs.EXTENTS and more.fork is not None:
                 extents += more.fork.extents
-        runs = self._runs(extents, fork.logical_size, f"attribute {name!r} of CNID {cnid}")
+        runs = self.allocation.runs(extents, fork.logical_size, f"attribute {name!r} of CNID {cnid}")
         return ExtentStream.over(self.volume, runs).pread(0, fork.logical_size)
 
     def _attribute(self, cnid: int, name: str) -> Optional[bytes]:
@@ -477,24 +436,6 @@ def _times(entry: cat.Entry) -> tuple[int, int, int]:
             cat.hfs_time_ns(entry.change_date))
 
 
-def _finder_info(entry: cat.Entry) -> bytes:
-    """The record's Finder info as macOS shows it in com.apple.FinderInfo (its private fields cleared);
-    empty when that is all zeros."""
-    shown_info = bytearray(entry.finder_info)
-    for private in FINDER_INFO_PRIVATE:
-        shown_info[private] = bytes(private.stop - private.start)
-    return bytes(shown_info) if any(shown_info) else b""
-
-
 def _xattr_name(name: str) -> str:
     return name if name.startswith(SHOWN_AS_IS) else "user." + name
 
-
-def _volume_offset(runs: list[Run], offset: int) -> int:
-    """Where byte ``offset`` of a fork lies in the volume (for error messages)."""
-    pos = 0
-    for start, length in runs:
-        if offset < pos + length and start is not None:
-            return start + offset - pos
-        pos += length
-    return offset

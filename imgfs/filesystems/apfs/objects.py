@@ -1,0 +1,113 @@
+"""APFS objects: the 32-byte header every block starts with, its Fletcher-64 checksum, and block reads.
+
+Every APFS metadata object starts with ``obj_phys_t``: the checksum (8 bytes), the object id, the
+transaction id (xid) of its last change, its type and subtype. The checksum is Fletcher-64 over the
+rest of the object, taken as little-endian 32-bit words (Apple File System Reference, "Object
+Checksums").
+
+``Blocks`` reads whole blocks of a container: physical block ``n`` is at byte ``n * block_size`` of
+the container's stream. A block past the container's declared block count, or past the end of the
+image, is a ``CorruptImage``. An encrypted volume reads its blocks through a ``decrypt`` function (see
+``crypto``), which the object reader applies before checking the checksum.
+"""
+
+from __future__ import annotations
+
+import struct
+from itertools import accumulate
+from typing import Callable, NamedTuple, Optional
+
+from imgfs.errors import CorruptImage
+from imgfs.io.stream import Stream
+
+LAYER = "apfs"
+HEADER = struct.Struct("<QQQII")  # checksum, oid, xid, type, subtype
+MOD32 = 0xFFFFFFFF
+
+# object types (the low 16 bits of o_type) and storage flags (the high bits)
+NX_SUPERBLOCK, BTREE, BTREE_NODE, OMAP, CHECKPOINT_MAP, FS = 0x01, 0x02, 0x03, 0x0B, 0x0C, 0x0D
+FSTREE, SNAPMETATREE, OMAP_SNAPSHOT, FEXT_TREE = 0x0E, 0x10, 0x13, 0x1F
+TYPE_MASK = 0x0000FFFF
+OBJ_VIRTUAL, OBJ_EPHEMERAL, OBJ_PHYSICAL = 0x00000000, 0x80000000, 0x40000000
+STORAGE_MASK = 0xC0000000
+OBJ_NOHEADER, OBJ_ENCRYPTED = 0x20000000, 0x10000000
+CONTAINER_KEYBAG, VOLUME_KEYBAG = 0x6B657973, 0x72656373  # 'keys', 'recs' (as little-endian u32)
+
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 65536
+
+
+class Header(NamedTuple):
+    checksum: int
+    oid: int
+    xid: int
+    type: int
+    subtype: int
+
+    @property
+    def kind(self) -> int:
+        return self.type & TYPE_MASK
+
+
+def fletcher64(data: bytes) -> int:
+    """The checksum an object stores in its first 8 bytes, computed over the bytes after them."""
+    words = struct.unpack_from(f"<{(len(data) - 8) // 4}I", data, 8)
+    low = sum(words) % MOD32
+    high = sum(accumulate(words)) % MOD32  # the running sum of running sums, taken modulo at the end
+    check_low = MOD32 - ((low + high) % MOD32)
+    check_high = MOD32 - ((low + check_low) % MOD32)
+    return (check_high << 32) | check_low
+
+
+def checksum_ok(data: bytes) -> bool:
+    return int.from_bytes(data[:8], "little") == fletcher64(data)
+
+
+def parse_header(data: bytes) -> Header:
+    return Header(*HEADER.unpack_from(data))
+
+
+Decrypt = Callable[[int, bytes], bytes]  # (physical block, ciphertext of the blocks from it) -> plaintext
+
+
+class Blocks:
+    """The container's blocks, read from its stream; ``block_count`` is what the superblock declares."""
+
+    def __init__(self, stream: Stream, block_size: int, block_count: int) -> None:
+        self.stream = stream
+        self.block_size = block_size
+        self.block_count = block_count
+        self.name = stream.name
+
+    def offset(self, block: int) -> int:
+        return block * self.block_size
+
+    def check_range(self, block: int, count: int, what: str) -> None:
+        if block < 0 or count < 0 or block + count > self.block_count:
+            raise CorruptImage(f"{what}: blocks {block} to {block + count - 1} are outside the container's "
+                               f"{self.block_count} blocks", layer=LAYER, offset=max(0, block) * self.block_size)
+
+    def read(self, block: int, count: int = 1, what: str = "block") -> bytes:
+        """``count`` whole blocks from ``block``; ``CorruptImage`` when they lie outside the container."""
+        self.check_range(block, count, what)
+        length = count * self.block_size
+        data = self.stream.pread(block * self.block_size, length)
+        if len(data) < length:
+            raise CorruptImage(f"{what}: block {block} lies past the end of the image ({self.stream.size} bytes)",
+                               layer=LAYER, offset=block * self.block_size + len(data))
+        return data
+
+    def read_object(self, block: int, what: str, decrypt: Optional[Decrypt] = None,
+                    expect_type: Optional[int] = None, verify: bool = True) -> bytes:
+        """One object block: decrypted when ``decrypt`` is given, its checksum and type checked."""
+        data = self.read(block, 1, what)
+        if decrypt is not None:
+            data = decrypt(block, data)
+        if verify and not checksum_ok(data):
+            raise CorruptImage(f"{what}: the object's checksum does not match (block {block})", layer=LAYER,
+                               offset=self.offset(block))
+        if expect_type is not None:
+            kind = parse_header(data).kind
+            if kind != expect_type:
+                raise CorruptImage(f"{what}: expected object type {expect_type:#x}, got {kind:#x} (block {block})",
+                                   layer=LAYER, offset=self.offset(block) + 24)
+        return data
