@@ -99,7 +99,9 @@ def mutate_sparse(data: bytes, max_size: int, seed: int, mutate: Callable[[bytes
     if not chunks:
         return mutate(data, max_size)
     roll = rng.random()
-    index = rng.choices(range(len(chunks)), weights=[len(b) for _, b in chunks])[0]
+    # A chunk is as likely as the square root of its size: a header block is hit often, a megabyte of table
+    # more, but not a thousand times more.
+    index = rng.choices(range(len(chunks)), weights=[len(b) ** 0.5 for _, b in chunks])[0]
     offset, body = chunks[index]
     if roll < 0.85:
         chunks[index] = (offset, mutate(body, min(MAX_CHUNK, len(body) + 64)) or body[:1])

@@ -132,6 +132,7 @@ def gen_exfat(work: Path) -> Iterator[tuple[str, bytes]]:
         yield f"exfat-{cluster}-empty", bytes(image)
         _ExfatFiller(image).fill()
         yield f"exfat-{cluster}-files", bytes(image)
+    yield "exfat-fs-explorer", _fs_explorer(work, "exfat", "exfat", "UDRW").read_bytes()
 
 
 class _ExfatFiller:
@@ -212,6 +213,57 @@ def gen_ext(work: Path) -> Iterator[tuple[str, bytes]]:
         yield name, out.read_bytes()
 
 
+def gen_hfs(work: Path) -> Iterator[tuple[str, bytes]]:
+    from hfstools import build_floppy, build_volume
+
+    for name, build in (("hfs-volume", build_volume), ("hfs-floppy", build_floppy)):
+        folder = work / name
+        folder.mkdir()
+        yield name, build(folder)[0].read_bytes()
+
+
+def gen_ntfs(work: Path) -> Iterator[tuple[str, bytes]]:
+    from ntfstools import copy_tree, mkntfs, ntfs3g
+
+    for cluster in (512, 4096):
+        image = mkntfs(work / f"ntfs-{cluster}.img", 4 << 20, cluster, label="SEED")
+        yield f"ntfs-{cluster}-empty", _unfilled(image.read_bytes())
+        with ntfs3g(image, work / f"mnt-{cluster}", "streams_interface=xattr") as mnt:
+            copy_tree(_tree(work / f"src-{cluster}"), mnt)
+        yield f"ntfs-{cluster}-files", _unfilled(image.read_bytes())
+
+
+def _unfilled(image: bytes) -> bytes:
+    """mkntfs fills the $LogFile's pages (a megabyte) with 0xFF: zeros there keep the seed small."""
+    filled = b"\xff" * 512
+    blocks = (image[i : i + 512] for i in range(0, len(image), 512))
+    return b"".join(bytes(512) if block == filled else block for block in blocks)
+
+
+def _fs_explorer(work: Path, name: str, fs: str, image_format: str, layout: str = "NONE") -> Path:
+    """An image fs-explorer (BSD-3, a dev dependency) writes of the small tree."""
+    out = work / f"{name}.dmg"
+    _run(sys.executable, "-m", "fs_explorer", "create", "dmg", "--fs", fs, "--format", image_format, "--layout",
+         layout, "-f", "--volname", "SEED", str(out), str(_tree(work / f"src-{name}")))
+    return out
+
+
+def gen_apfs(work: Path) -> Iterator[tuple[str, bytes]]:
+    yield "apfs", _fs_explorer(work, "apfs", "apfs", "UDRW").read_bytes()  # UDRW: the raw volume itself
+
+
+def gen_oldmac(work: Path) -> Iterator[tuple[str, Files]]:
+    from macwriter import MacFile, appledouble, applesingle, dc42, macbinary, ndif, ndif_resource_fork
+
+    disk = _small_disk(work)
+    yield "dc42", [("disk.image", dc42(disk[: 400 << 10].ljust(400 << 10, b"\0")))]
+    data, bcem = ndif(disk, [2, 0x83], chunk_sectors=64)
+    fork = ndif_resource_fork(bcem)
+    image = MacFile(b"disk.img", data, fork, b"rohd", b"ddsk", 0, 0, 0)
+    yield "ndif-macbinary", [("disk.img.bin", macbinary(image))]
+    yield "ndif-appledouble", [("disk.img", data), ("._disk.img", appledouble(image))]
+    yield "applesingle", [("disk.as", applesingle(MacFile(b"disk", disk, b"", b"rohd", b"ddsk", 0, 0, 0)))]
+
 def _small_disk(work: Path) -> bytes:
     out = work / "fat.img"
     out.unlink(missing_ok=True)
@@ -269,6 +321,8 @@ def gen_sparse(work: Path) -> Iterator[tuple[str, Files]]:
     from applewriter import write_sparsebundle, write_sparseimage
 
     disk = _small_disk(work)
+    asif = _fs_explorer(work, "asif", "exfat", "ASIF", layout="GPT")
+    yield "asif", [("image.asif", asif.read_bytes())]
     out = work / "image.sparseimage"
     write_sparseimage(out, disk, sectors_per_band=16)
     yield "sparseimage", [("image.sparseimage", out.read_bytes())]
@@ -306,7 +360,7 @@ def gen_optical(work: Path) -> Iterator[tuple[str, Files]]:
 GENERATORS: dict[str, Callable[[Path], Iterator]] = {
     "udif": gen_udif, "sparse": gen_sparse, "encrypted": gen_encrypted, "split": gen_split, "optical": gen_optical,
     "partitions": gen_partitions, "iso9660": gen_iso, "udf": gen_udf, "hfsplus": gen_hfsplus, "fat": gen_fat,
-    "exfat": gen_exfat, "ext": gen_ext,
+    "exfat": gen_exfat, "ext": gen_ext, "hfs": gen_hfs, "ntfs": gen_ntfs, "apfs": gen_apfs, "oldmac": gen_oldmac,
 }
 
 

@@ -38,11 +38,12 @@ from imgfs.image import open_image
 from imgfs.io import background
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import BytesStream, ExtentStream, Stream
-from imgfs.layer import OpenContext
+from imgfs.layer import Layer, OpenContext, VolumeSet
 from imgfs.options import MountOptions
 from imgfs.tree import Tree
 
-FILESYSTEMS = ("iso9660", "udf", "hfs+", "fat", "exfat", "ext")  # registry names: one target each
+# Registry names of the filesystems fuzzed, one target each: a new filesystem is one more name here.
+FILESYSTEMS = ("iso9660", "udf", "hfs+", "hfs", "fat", "exfat", "ext", "ntfs", "apfs")
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,21 @@ class Target:
     max_len: int = 1 << 16  # the largest input libFuzzer makes
 
 
+LARGER_INPUTS = {"ntfs": 1 << 18}  # a fresh NTFS volume's MFT alone is 80 KiB
+
+
 def _fs_target(name: str) -> Target:
-    return Target(name.replace("+", "plus"), "filesystem", "sparse", (name,), max_len=1 << 17)
+    size = LARGER_INPUTS.get(name, 1 << 17)
+    return Target(name.replace("+", "plus"), "filesystem", "sparse", (name,), max_len=size)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("udif", "image", "raw", ("udif",), "image.dmg"),
-    Target("sparse", "image", "files", ("sparseimage", "sparsebundle")),
+    Target("sparse", "image", "files", ("sparseimage", "sparsebundle", "asif")),
     Target("encrypted", "image", "raw", ("encrcdsa", "cdsaencr"), "image.dmg"),
     Target("split", "image", "files", ("split",)),
     Target("optical", "image", "files", ("cue", "ccd", "mds", "nrg", "raw-sectors"), max_len=1 << 17),
+    Target("oldmac", "image", "files", ("dc42", "ndif", "smi", "macbinary", "applesingle", "appledouble")),
     Target("partitions", "image", "sparse", ("mbr", "gpt", "apm"), "disk.img"),
     *(_fs_target(name) for name in FILESYSTEMS),
 )}
@@ -126,11 +132,19 @@ def _run_filesystem(target: Target, data: bytes) -> None:
     if fmt is None or fmt.opener is None:
         return
     ctx = OpenContext("fuzz", BlockCache(CACHE_SIZE), raw_views=True, passphrase=lambda: PASSPHRASE)
-    layer = registry.load(fmt.opener)(stream, ctx)
+    _exercise_layer(registry.load(fmt.opener)(stream, ctx), ctx)
+
+
+def _exercise_layer(layer: Layer, ctx: OpenContext) -> None:
+    """A filesystem's tree, a volume set's volumes that open themselves (an APFS container's), the raw views."""
     try:
         json.dumps(layer.describe(), default=str)
         if isinstance(layer, Filesystem):
             exercise(Tree(layer))
+        elif isinstance(layer, VolumeSet):
+            for volume in layer.volumes():
+                if volume.open is not None:
+                    _checked(lambda v: _exercise_layer(v.open(ctx), ctx), volume)
         for view in layer.views():
             _exercise_view(view.target)
     finally:
