@@ -28,7 +28,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from encoding import SPARSE_BODY, decode_files, decode_sparse, sparse_runs
+from encoding import SPARSE_BODY, decode_files
+from fixups import FIXUPS, image_runs
 
 from imgfs import registry
 from imgfs.codecs import kdf
@@ -54,6 +55,7 @@ class Target:
     formats: tuple[str, ...]  # the registry formats whose images seed it
     file_name: str = "image"  # image targets with one file: its name
     max_len: int = 1 << 16  # the largest input libFuzzer makes
+    fixup: str = ""  # the format whose checksums are put right after a mutation (fuzz/fixups.py)
 
 
 LARGER_INPUTS = {"ntfs": 1 << 18}  # a fresh NTFS volume's MFT alone is 80 KiB
@@ -61,7 +63,8 @@ LARGER_INPUTS = {"ntfs": 1 << 18}  # a fresh NTFS volume's MFT alone is 80 KiB
 
 def _fs_target(name: str) -> Target:
     size = LARGER_INPUTS.get(name, 1 << 17)
-    return Target(name.replace("+", "plus"), "filesystem", "sparse", (name,), max_len=size)
+    return Target(name.replace("+", "plus"), "filesystem", "sparse", (name,), max_len=size,
+                  fixup=name if name in FIXUPS else "")
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -106,13 +109,14 @@ def run(target: Target, data: bytes, workdir: str) -> None:
 # -- filesystem targets -------------------------------------------------------------------------------
 
 
-def memory_image(data: bytes) -> Stream:
-    """A sparse input as a stream: its chunks in one ``BytesStream``, zeros between them."""
-    size, chunks = decode_sparse(data)
+def memory_image(data: bytes, fixup: str = "") -> Stream:
+    """A sparse input as a stream: its chunks in one ``BytesStream``, zeros between them (checksums put right
+    for a format of ``fixups.FIXUPS``)."""
+    size, image = image_runs(data, fixup)
     runs: list[tuple[Optional[int], int]] = []
     pieces: list[bytes] = []
     stored = end = 0
-    for offset, body in sparse_runs(size, chunks):
+    for offset, body in image:
         if offset > end:
             runs.append((None, offset - end))
         runs.append((stored, len(body)))
@@ -125,7 +129,7 @@ def memory_image(data: bytes) -> Stream:
 
 
 def _run_filesystem(target: Target, data: bytes) -> None:
-    stream = memory_image(data)
+    stream = memory_image(data, target.fixup)
     if stream.size == 0:
         return
     fmt = next((f for f in registry.FORMATS if f.name in target.formats and f.matches(stream)), None)
@@ -194,16 +198,16 @@ def materialize(target: Target, data: bytes, workdir: str) -> Optional[str]:
         with open(path, "wb") as handle:
             handle.write(data)
     else:
-        _write_sparse(path, data)
+        _write_sparse(path, data, target.fixup)
     return path
 
 
-def _write_sparse(path: str, data: bytes) -> None:
-    size, chunks = decode_sparse(data)
+def _write_sparse(path: str, data: bytes, fixup: str = "") -> None:
+    size, runs = image_runs(data, fixup)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.ftruncate(fd, size)  # a sparse file: the zeros take no room
-        for offset, body in sparse_runs(size, chunks):
+        for offset, body in runs:
             os.pwrite(fd, body, offset)
     finally:
         os.close(fd)

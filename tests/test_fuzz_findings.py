@@ -74,7 +74,8 @@ def test_finding_gets_clean_lines_from_the_command_line(finding, tmp_path):
     target = _target(finding)
     data = finding.read_bytes()
     if target.mode == "filesystem":  # the same bytes as a file of their own
-        path = targets.materialize(targets.Target("file", "image", "sparse", ()), data, str(tmp_path))
+        path = targets.materialize(targets.Target("file", "image", "sparse", (), fixup=target.fixup), data,
+                                   str(tmp_path))
     else:
         path = targets.materialize(target, data, str(tmp_path))
     if path is None:
