@@ -3,7 +3,8 @@ a format's metadata is refused at its checksum, and the fuzzer never gets past i
 
 A fixup is applied to every block a sparse input stores something in (whole blocks, at the format's block
 size): an APFS object's Fletcher-64 (its first 8 bytes), a UDF descriptor tag's checksum and CRC (a tag at
-the start of a block). The fixed bytes are what the target opens, and what a reproducer is written as.
+the start of a block), an NTFS record's update sequence at the end of each sector. The fixed bytes are what
+the target opens, and what a reproducer is written as.
 """
 
 from __future__ import annotations
@@ -33,7 +34,28 @@ def fix_udf(block: bytearray) -> None:
     block[4] = (sum(block[0:4]) + sum(block[5:16])) & 0xFF
 
 
-FIXUPS: dict[str, tuple[int, Callable[[bytearray], None]]] = {"apfs": (4096, fix_apfs), "udf": (2048, fix_udf)}
+def fix_ntfs(block: bytearray) -> None:
+    """NTFS records end each 512-byte sector with their update sequence number (the bytes that belong there
+    are kept in the record's update sequence array): put it back where a mutation changed it."""
+    if block[:4] == b"INDX":
+        _fix_sectors(block, 0, len(block))
+    for start in range(0, len(block), 1024):
+        if block[start : start + 4] == b"FILE":
+            _fix_sectors(block, start, 1024)
+
+
+def _fix_sectors(block: bytearray, start: int, size: int) -> None:
+    usa_offset, usa_count = struct.unpack_from("<HH", block, start + 4)
+    if not 1 <= usa_count <= size // 512 + 1 or usa_offset + 2 * usa_count > size:
+        return
+    usn = bytes(block[start + usa_offset : start + usa_offset + 2])
+    for sector in range(1, usa_count):
+        end = start + sector * 512
+        block[end - 2 : end] = usn
+
+
+FIXUPS: dict[str, tuple[int, Callable[[bytearray], None]]] = {
+    "apfs": (4096, fix_apfs), "udf": (2048, fix_udf), "ntfs": (4096, fix_ntfs)}
 
 
 def image_runs(data: bytes, fixup: str = "") -> tuple[int, list[tuple[int, bytes]]]:
