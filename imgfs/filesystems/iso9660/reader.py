@@ -244,7 +244,8 @@ class IsoFilesystem(Filesystem):
         name = rr.name.decode("utf-8", "surrogateescape") if rr.name else self._name(raw)
         if name not in kids:
             return name
-        identifier = raw.decode("utf-16-be" if self._name is clean_joliet_name else "utf-8", "surrogateescape")
+        joliet = self._name is clean_joliet_name  # UCS-2, which an odd length or a lone surrogate can break
+        identifier = raw.decode("utf-16-be", "replace") if joliet else raw.decode("utf-8", "surrogateescape")
         numbered = (f"{name}~{number}" for number in range(2, len(kids) + 3))  # n entries leave one of these free
         shown = next(c for c in itertools.chain((identifier.split(";")[0], identifier), numbered) if c not in kids)
         log.warning("%s: two entries are named %r; showing one as %r", self.stream.name, name, shown)
