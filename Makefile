@@ -4,6 +4,8 @@
 #   make demo      mount the bundled demo image, list it, unmount it
 #   make test      the whole test suite against real FUSE mounts
 #   make bench     the benchmark against raw pread and fuseiso (bench/run)
+#   make fuzz      a fuzzing campaign: every target, FUZZ_RUNS inputs each (fuzz/, README "Reliability")
+#   make soak      8 readers against ISO and DMG mounts for SOAK_SECONDS, every byte checked (not in CI)
 #   make install-desktop install-docs PREFIX=~/.local   the desktop and documentation files alone (pipx users)
 
 SHELL := /bin/bash
@@ -22,7 +24,12 @@ SHARE = $(DESTDIR)$(PREFIX)/share
 # Another apt (unattended-upgrades, a second make) may hold the dpkg lock: wait for it rather than fail.
 APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: deps install install-desktop install-docs test demo lint bench screenshot clean
+FUZZ_DIR ?= /var/tmp/imgfs-fuzz
+FUZZ_RUNS ?= 100000
+FUZZ_JOBS ?= 2
+SOAK_SECONDS ?= 300
+
+.PHONY: deps install install-desktop install-docs test demo lint bench fuzz soak screenshot clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -73,8 +80,14 @@ demo: install fixtures/demo.iso
 test: install
 	$(BIN)/python -m pytest -q tests
 
+fuzz: install
+	$(BIN)/python fuzz/campaign.py --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS) --dir $(FUZZ_DIR)
+
+soak: install
+	$(BIN)/python tests/soak.py --seconds $(SOAK_SECONDS)
+
 lint:
-	$(BIN)/ruff check imgfs tests bench
+	$(BIN)/ruff check imgfs tests bench fuzz
 	$(BIN)/mypy imgfs
 
 bench: install

@@ -12,15 +12,42 @@ between the volumes of one image (each filesystem gets its own range above 2**48
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
+from imgfs.errors import ImageError
 from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, MAX_INO, Filesystem, Node
 from imgfs.io.stream import Stream
 
+log = logging.getLogger(__name__)
+
 VOLUME_INO_SHIFT = 48  # a filesystem's inode numbers are its own plus its index << 48
 _new = tuple.__new__
+XATTR_NAME_MAX = 255  # bytes, as Linux takes them
+
+ErrorHandler = Callable[[str, Exception], None]  # (the path of a directory that cannot be listed, why)
+
+
+class Walked(NamedTuple):
+    """One entry met by ``Tree.walk_entries``."""
+
+    path: str
+    node: Node
+    fs: Filesystem
+
+
+def _showable_xattr(name: str) -> bool:
+    try:
+        return "\0" not in name and len(name.encode("utf-8", "surrogateescape")) <= XATTR_NAME_MAX
+    except UnicodeEncodeError:  # a lone surrogate from a damaged UTF-16 name: no bytes can show it
+        return False
+
+
+def _log_error(path: str, exc: Exception) -> None:
+    log.warning("%s: %s", path, exc)
 
 
 @dataclass(frozen=True)
@@ -187,17 +214,61 @@ class Tree:
         return fs.open(node)
 
     def xattrs(self, path: str) -> dict[str, bytes]:
+        """The node's extended attributes that Linux can show: a name with a NUL, over 255 bytes or not writable
+        as bytes (a damaged attribute record) would break the whole list; it is left out, with a log line."""
         node, fs = self.resolve(path)
-        return fs.xattrs(node)
+        found = fs.xattrs(node)
+        if all(map(_showable_xattr, found)):
+            return found
+        shown = {name: value for name, value in found.items() if _showable_xattr(name)}
+        log.warning("%s: extended attributes Linux cannot show are left out: %s", path,
+                    ", ".join(repr(name[:40]) for name in found if name not in shown))
+        return shown
 
-    def walk(self, path: str = "/") -> Iterator[tuple[str, Node]]:
-        """(path, node) for every node below ``path``, depth first, in directory order."""
-        prefix = path.rstrip("/")
-        for name, child in self.children(path).items():
-            child_path = f"{prefix}/{name}"
-            yield child_path, child
-            if child.is_dir:
-                yield from self.walk(child_path)
+    def walk(self, path: str = "/", *, on_error: Optional[ErrorHandler] = None,
+             breadth_first: bool = False) -> Iterator[tuple[str, Node]]:
+        """(path, node) for every node below ``path``: see ``walk_entries``."""
+        for entry in self.walk_entries(path, on_error=on_error, breadth_first=breadth_first):
+            yield entry.path, entry.node
+
+    def walk_entries(self, path: str = "/", *, on_error: Optional[ErrorHandler] = None,
+                     breadth_first: bool = False) -> Iterator[Walked]:
+        """Every entry below ``path`` with its filesystem, depth first in directory order (or breadth first).
+
+        The one walker of imgfs (``ls -R``, extraction, the mount's prefetch): it always ends, in time linear in
+        the number of directories. Each directory (``Filesystem.directory_key``) is entered once, however many
+        entries lead to it: the filesystems already show a looping directory as empty, and this also covers
+        directory hard links (HFS+) and what is grafted or mounted; a second entry is yielded, not entered.
+        A directory that cannot be listed is reported to ``on_error(its path, the error)`` (by default a log
+        line) and skipped; the walk goes on. A ``path`` that does not resolve raises, as ``children`` does."""
+        report = on_error or _log_error
+        node, fs = self.resolve(path)
+        if not node.is_dir:
+            raise NotADirectoryError(path)
+        entered = {(id(fs), fs.directory_key(node))}
+        pending: deque[tuple[str, Iterator[tuple[str, Node, Filesystem]]]] = deque()
+        pending.append((path.rstrip("/"), self._listing_or_report(path, node, fs, report)))
+        while pending:
+            where, listing = pending[0] if breadth_first else pending[-1]
+            item = next(listing, None)
+            if item is None:
+                pending.popleft() if breadth_first else pending.pop()
+                continue
+            name, child, child_fs = item
+            child_path = f"{where}/{name}"
+            yield Walked(child_path, child, child_fs)
+            key = (id(child_fs), child_fs.directory_key(child)) if child.is_dir else None
+            if key is not None and key not in entered:
+                entered.add(key)
+                pending.append((child_path, self._listing_or_report(child_path, child, child_fs, report)))
+
+    def _listing_or_report(self, path: str, node: Node, fs: Filesystem,
+                           report: ErrorHandler) -> Iterator[tuple[str, Node, Filesystem]]:
+        try:
+            return iter(self.listing(node, fs))
+        except (ImageError, OSError) as exc:
+            report(path or "/", exc)
+            return iter(())
 
     # -- what stat shows ------------------------------------------------------------------------------
 

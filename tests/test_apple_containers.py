@@ -323,7 +323,7 @@ def good_encrcdsa(tmp_path) -> bytes:
     ("blob length", "absurd key blob length 1000000 in a"),
     ("entry count", "absurd number of key entries: 100000"),
     ("entry size", "absurd passphrase entry size 4000000000"),
-    ("iterations", "absurd PBKDF2 iteration count 4294967295"),
+    ("iterations", "passphrase entry: PBKDF2 with 4,294,967,295 iterations is refused"),
     ("entry past the end", "passphrase entry: the image ends at byte"),
     ("data past the end", "the encrypted data starts at byte 1099511627776, past the end of the image"),
     ("version", "encrcdsa version 3 is not supported (only 2)"),

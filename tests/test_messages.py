@@ -111,20 +111,23 @@ def test_a_dead_imgfs_mount_of_ones_own_is_cleared(iso, tmp_path):
 
 
 OTHER_FUSE = """
-import sys, mfusepy
-class Empty(mfusepy.Operations):
-    def getattr(self, path, fh=None):
-        return {"st_mode": 0o40755, "st_nlink": 2}
-    def readdir(self, path, fh):
-        return [".", ".."]
-mfusepy.FUSE(Empty(), sys.argv[1], foreground=True, fsname="somewhere", subtype="otherfs")
+import sys
+from imgfs.fuse.mount import mount
+from imgfs.fuse.operations import ImgfsOperations
+from imgfs.fuse.session import Session
+from imgfs.image import open_image
+from imgfs.options import MountOptions
+# a FUSE mount whose mount table entry is not imgfs's: another fsname and subtype
+image = open_image(sys.argv[2], MountOptions())
+mounted = mount(sys.argv[1], ["ro", "fsname=somewhere", "subtype=otherfs"])
+Session(mounted, ImgfsOperations(image, MountOptions(), sys.argv[1]), threads=1).run()
 """
 
 
 def test_a_dead_mount_of_another_kind_is_named(iso, tmp_path):
     mnt = tmp_path / "other"
     mnt.mkdir()
-    daemon = subprocess.Popen([sys.executable, "-c", OTHER_FUSE, str(mnt), "otherfs-daemon"],
+    daemon = subprocess.Popen([sys.executable, "-c", OTHER_FUSE, str(mnt), str(iso)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):

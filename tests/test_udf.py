@@ -38,6 +38,7 @@ from isotools import pseudo_random, write_file
 from udfbuild import AD_EXT, AD_INLINE, AD_LONG, Damage, UdfBuilder, from_tree
 
 from imgfs.errors import CorruptImage, ImageError
+from imgfs.filesystems.names import escape
 from imgfs.filesystems.udf import UdfFilesystem
 from imgfs.filesystems.udf.descriptors import Address, decode_cs0, dstring, read_tag, timestamp_ns
 from imgfs.filesystems.udf.directory import file_name, iter_fids, symlink_target
@@ -572,7 +573,8 @@ def test_cs0_names() -> None:
     assert decode_cs0(b"\x10\x00a\x00") == "a"  # an odd byte at the end is dropped
     with pytest.raises(ValueError):
         decode_cs0(b"\x07abc")
-    assert file_name(b"\x08a/b\x00c") == "a_b_c"
+    assert file_name(b"\x08a/b\x00c") == "a/b\x00c"  # as stored: Filesystem.children escapes it (a%2Fb%00c)
+    assert escape(file_name(b"\x08a/b\x00c")) == "a%2Fb%00c"
     assert dstring(b"\x08LABEL" + bytes(26) + b"\x06") == "LABEL"
 
 

@@ -7,11 +7,9 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
 
 from imgfs.cli.common import fail, open_for_user
 from imgfs.cli.progress import terminal_progress
-from imgfs.errors import ImageError
 from imgfs.filesystems.base import Filesystem, Node
 from imgfs.image import OpenedImage
 from imgfs.options import parse_options
@@ -110,28 +108,14 @@ def ls(image: OpenedImage, path: str, long: bool, recursive: bool) -> int:
         for name, child, child_fs in tree.listing(node, fs):
             out.write(show(child, child_fs, name) + "\n")
         return 0
-    unreadable = []
+    unreadable: list[str] = []
 
-    def listing(where: str, directory: Node, directory_fs: Filesystem) -> Iterator[tuple[str, Node, Filesystem]]:
-        try:
-            return iter(tree.listing(directory, directory_fs))
-        except ImageError as exc:  # one line for this directory; the walk goes on
-            unreadable.append(where)
-            fail(f"{where or '/'}: {exc}")
-            return iter(())
+    def report(where: str, exc: Exception) -> None:  # one line for this directory; the walk goes on
+        unreadable.append(where)
+        fail(f"{where}: {exc}")
 
-    top = path.rstrip("/")
-    stack = [(listing(top, node, fs), top)]  # depth first, in directory order
-    while stack:
-        item = next(stack[-1][0], None)
-        if item is None:
-            stack.pop()
-            continue
-        name, child, child_fs = item
-        child_path = f"{stack[-1][1]}/{name}"
+    for child_path, child, child_fs in tree.walk_entries(path, on_error=report):
         out.write(show(child, child_fs, child_path) + "\n")
-        if child.is_dir:
-            stack.append((listing(child_path, child, child_fs), child_path))
     return 1 if unreadable else 0
 
 

@@ -180,7 +180,6 @@ def setup_logging(debug: bool, logfile: Optional[str], to_stderr: bool, level: i
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if debug else level)
     root.handlers[:] = [_log_handler(logfile, to_stderr)]
-    logging.getLogger("mfusepy").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def _log_handler(logfile: Optional[str], to_stderr: bool, syslog: str = SYSLOG_SOCKET) -> logging.Handler:

@@ -115,19 +115,32 @@ def _read_slots(stream: Stream, node: bytes, first: int, node_offset: int, band_
 
 
 def _runs(places: dict[int, int], band_size: int, size: int) -> list[tuple[Optional[int], int]]:
-    """(file offset or None, length) runs covering the disk, neighbouring bands merged."""
+    """(file offset or None, length) runs covering the disk, neighbouring bands merged. Built from the stored
+    bands alone: a disk of 2**26 bands with three stored costs three steps, not 2**26."""
     runs: list[tuple[Optional[int], int]] = []
-    for band in range(-(-size // band_size)):
-        length = min(band_size, size - band * band_size)
-        where = places.get(band)
-        if runs:
-            last_where, last_length = runs[-1]
-            if (where is None and last_where is None) or (
-                    where is not None and last_where is not None and last_where + last_length == where):
-                runs[-1] = (last_where, last_length + length)
-                continue
-        runs.append((where, length))
+    end = 0  # the disk offset the runs so far reach
+    for band in sorted(places):
+        start = band * band_size
+        if start >= size:
+            continue
+        if start > end:
+            _append(runs, None, start - end)
+        _append(runs, places[band], min(band_size, size - start))
+        end = start + min(band_size, size - start)
+    if size > end:
+        _append(runs, None, size - end)
     return runs
+
+
+def _append(runs: list[tuple[Optional[int], int]], where: Optional[int], length: int) -> None:
+    """Add a run, merged with the last one when it continues it (holes with holes, stored bands back to back)."""
+    if runs:
+        last_where, last_length = runs[-1]
+        if (where is None and last_where is None) or (
+                where is not None and last_where is not None and last_where + last_length == where):
+            runs[-1] = (last_where, last_length + length)
+            return
+    runs.append((where, length))
 
 
 # -- .sparsebundle ------------------------------------------------------------------------------------

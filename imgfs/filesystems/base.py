@@ -6,16 +6,30 @@ A reader imports this module and ``imgfs.layer``, never the assembly (``imgfs.im
   HFS+ CNID, a byte offset in an ISO): the tree adds a base per volume so that volumes never collide.
 * An owner the format does not record is ``None``: the tree shows the mounting user (or ``uid=``).
 * Permissions are the format's own; the tree applies ``umask=``.
+* A reader never sets ``node.children`` itself: ``children`` does, once per directory, with what
+  ``_load_children`` returned after two checks that every format gets alike. Names are made safe
+  (``imgfs.filesystems.names``: never empty, ``.``, ``..``, nor holding ``/`` or NUL). And a directory
+  shown a second time (its own ancestor, or one reached again through a directory link: one whose
+  ``directory_key`` was met before) lists as empty, with one log line, so that every walk ends. A format
+  whose directories may rightly be reached from several places (HFS+ directory hard links, which Time
+  Machine makes) sets ``directory_links``: it refuses loops itself, and ``Tree.walk`` still enters each
+  directory once.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import stat
 import threading
+from collections.abc import Hashable
 from typing import Any, Optional
 
+from imgfs.filesystems.names import sanitize
 from imgfs.io.stream import Stream
 from imgfs.layer import Layer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FILE_MODE = stat.S_IFREG | 0o444
 DEFAULT_DIR_MODE = stat.S_IFDIR | 0o555
@@ -72,9 +86,11 @@ class Filesystem(Layer):
     # The namespaces this volume offers (-o namespace=), richest first; empty when it has one tree only.
     namespaces: tuple[str, ...] = ()
     namespace = ""  # the one shown
+    directory_links = False  # True: a directory may be listed in several places; the reader refuses loops itself
 
     def __init__(self) -> None:
         self._load_lock = threading.Lock()
+        self._shown_dirs: set[Hashable] = set()  # directory_key of every directory listed as an entry so far
 
     def children(self, node: Node) -> dict[str, Node]:
         kids = node.children
@@ -83,11 +99,46 @@ class Filesystem(Layer):
                 kids = node.children
                 if kids is None:
                     kids = self._load_children(node)
+                    self._check_listing(node, kids)
                     node.children = kids
         return kids
 
     def _load_children(self, node: Node) -> dict[str, Node]:
         raise NotImplementedError
+
+    def directory_key(self, node: Node) -> Hashable:
+        """What identifies a directory within the volume: two entries with one key are one directory. The
+        inode number, unless a format numbers its entries otherwise (FAT: by directory entry)."""
+        return node.ino
+
+    def _check_listing(self, node: Node, kids: dict[str, Node]) -> None:
+        """Safe names; and every directory shown once only, so that no walk of the tree can loop."""
+        changed = sanitize(kids)
+        if changed:
+            some = ", ".join(f"{old!r} as {new!r}" for old, new in changed[:3])
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            log.warning("%s: %s: names no filesystem may show are escaped: %s%s", self._title, _where(node), some,
+                        more)
+        if self.directory_links:
+            return
+        shown = self._shown_dirs
+        if not shown and getattr(self, "root", None) is not None:
+            shown.add(self.directory_key(self.root))
+        for name, kid in kids.items():
+            if not kid.is_dir:
+                continue
+            key = self.directory_key(kid)
+            if key not in shown:
+                shown.add(key)
+                continue
+            log.warning("%s: %s: directory %r is shown elsewhere already (it is its own ancestor, or a directory "
+                        "link reaches it again): it is shown empty here", self._title, _where(node), name)
+            kids[name] = empty = copy.copy(kid)
+            empty.children = {}
+
+    @property
+    def _title(self) -> str:
+        return f"{self.kind} {self.label!r}" if self.label else self.kind
 
     def open(self, node: Node) -> Stream:
         raise NotImplementedError
@@ -97,3 +148,7 @@ class Filesystem(Layer):
 
     def describe(self) -> dict[str, Any]:
         return {"filesystem": self.kind, "label": self.label}
+
+
+def _where(node: Node) -> str:
+    return f"directory {node.name!r} (inode {node.ino})" if node.name else "the root directory"

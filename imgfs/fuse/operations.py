@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import logging
 import os
 import struct
@@ -270,17 +271,13 @@ class ImgfsOperations:
 
     def _prefetch(self) -> None:
         """Parse directories breadth first, so that the walk finds them ready; bounded, so that a huge image is
-        not read whole into memory."""
-        queue, budget = collections.deque([(self.tree.root, self.tree.fs)]), PREFETCH_ENTRIES
-        while queue and budget > 0:
-            node, fs = queue.popleft()
-            try:
-                kids = self.tree.listing(node, fs)
-            except Exception as exc:  # noqa: BLE001 - a damaged directory is reported when someone lists it
-                log.debug("prefetch skipped %s: %s", node.name, exc)
-                continue
-            budget -= len(kids)
-            queue.extend((child, child_fs) for _, child, child_fs in kids if child.is_dir)
+        not read whole into memory. ``Tree.walk`` enters each directory once; a damaged one is reported when
+        someone lists it."""
+        try:
+            for _ in itertools.islice(self.tree.walk("/", on_error=_quiet, breadth_first=True), PREFETCH_ENTRIES):
+                pass
+        except Exception as exc:  # noqa: BLE001 - a reader's bug: the entry that meets it reports it again
+            log.debug("prefetch stopped: %s: %s", type(exc).__name__, exc)
 
     def _record(self, directory: Inode, index: int, entry: tuple[str, Node, Filesystem], plus: bool) -> bytes:
         name, node, fs = entry
@@ -291,6 +288,10 @@ class ImgfsOperations:
             head = (NO_ENTRY if index < 2 or not readable(node, fs)
                     else pack_entry(self.inodes.child(directory, name, node, fs, shown.ino).nodeid, shown)) + head
         return head + PADDING[-len(head) % 8]
+
+
+def _quiet(path: str, exc: Exception) -> None:
+    log.debug("prefetch skipped %s: %s", path, exc)
 
 
 def check_empty(node: Node, fs: Filesystem) -> None:

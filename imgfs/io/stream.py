@@ -112,6 +112,8 @@ class FileStream(Stream):
 
     def pread(self, offset: int, length: int) -> bytes:
         want = self._clamp(offset, length)
+        if not want:  # at or past the end: a crafted offset may not even fit os.pread's off_t
+            return b""
         data = os.pread(self._fd, want, offset)
         while len(data) < want:  # pread may legally return short; retry until EOF
             more = os.pread(self._fd, want - len(data), offset + len(data))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
-from imgfs.io.stream import Stream
+from imgfs.io.stream import Stream, read_exact
 from imgfs.layer import OpenContext
 from imgfs.volumes import Partition, PartitionTable
 
@@ -21,7 +21,7 @@ _ENTRY = struct.Struct(">2s2xIII32s32sIII")
 def block_size(stream: Stream) -> int:
     """The map's block size: from the driver descriptor ("ER") when there is one, else 512."""
     ddm = stream.pread(0, 4)
-    if ddm[:2] == b"ER":
+    if len(ddm) == 4 and ddm[:2] == b"ER":
         size = struct.unpack(">H", ddm[2:4])[0]
         if size in (512, 1024, 2048, 4096) and stream.pread(size, 2) == b"PM":
             return size
@@ -43,7 +43,7 @@ def _text(raw: bytes) -> str:
 
 def read_apm(stream: Stream) -> PartitionTable:
     size = block_size(stream)
-    first = stream.pread(size, _ENTRY.size)
+    first = read_exact(stream, size, _ENTRY.size, "apm", "the first map entry")
     count = _ENTRY.unpack_from(first)[1]
     if not 1 <= count <= MAX_ENTRIES:
         raise CorruptImage(f"the map says it has {count} entries", layer="apm", offset=size)

@@ -20,6 +20,9 @@ from imgfs.codecs import DecodeError, adc
 from imgfs.containers.dmg.structs import ADC, BZIP2, LZFSE, LZMA, ZLIB
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
+# An LZMA stream's header says how big a dictionary to allocate, whatever the chunk's size. hdiutil's
+# ULMO chunks use 8 MiB (xz preset 6); xz's largest preset needs 65 MiB to decode. More is refused.
+LZMA_MEMORY_LIMIT = 96 << 20
 
 
 def decode(kind: int, data: bytes, size: int) -> bytes:
@@ -72,7 +75,7 @@ def _lzma(data: bytes, size: int) -> bytes:
     """xz streams and LZMA "alone" streams both occur in ULMO images; the magic tells them apart."""
     kind = lzma.FORMAT_XZ if data.startswith(XZ_MAGIC) else lzma.FORMAT_ALONE
     try:
-        return _streaming(lzma.LZMADecompressor(format=kind), data, size, "lzma")
+        return _streaming(lzma.LZMADecompressor(format=kind, memlimit=LZMA_MEMORY_LIMIT), data, size, "lzma")
     except (lzma.LZMAError, EOFError) as exc:
         raise DecodeError(f"lzma: {exc}") from None
 

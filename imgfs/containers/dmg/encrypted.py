@@ -17,7 +17,6 @@ Blocks are decrypted lazily, a group at a time, into the mount's BlockCache.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Optional
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from imgfs.codecs import kdf
 from imgfs.errors import CorruptImage, EncryptedImage, UnsupportedFormat
 from imgfs.io.cache import BlockCache
 from imgfs.io.chunked import ChunkedStream
@@ -61,7 +61,7 @@ HMAC_KEY_SIZE = 20
 MAX_ENTRIES = 64
 MAX_ENTRY_SIZE = 1 << 16
 MAX_BLOB_SIZE = 4096
-MAX_ITERATIONS = 20_000_000
+AES_KEY_SIZES = (16, 24, 32)
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 16, 1 << 20
 GROUP_SIZE = 64 << 10  # bytes decrypted (and cached) at a time
 
@@ -128,16 +128,15 @@ def _read_passphrase_entry(stream: Stream, offset: int, size: int) -> Passphrase
     if not PASSWORD_ENTRY.size <= size <= MAX_ENTRY_SIZE:
         raise CorruptImage(f"absurd passphrase entry size {size}", layer=LAYER, offset=offset)
     data = read_exact(stream, offset, size, LAYER, "passphrase entry")
-    kdf, _prng, iterations, salt_size, salt, iv_size, iv, key_bits, algorithm, _pad, _mode, blob_size = \
+    kdf_id, _prng, iterations, salt_size, salt, iv_size, iv, key_bits, algorithm, _pad, _mode, blob_size = \
         PASSWORD_ENTRY.unpack_from(data)
-    if kdf != KDF_PBKDF2_SHA1:
-        raise UnsupportedFormat(f"key derivation {kdf} is not supported (only PBKDF2-HMAC-SHA1, 103)", layer=LAYER,
+    if kdf_id != KDF_PBKDF2_SHA1:
+        raise UnsupportedFormat(f"key derivation {kdf_id} is not supported (only PBKDF2-HMAC-SHA1, 103)", layer=LAYER,
                                 offset=offset)
     if salt_size > 32 or iv_size > 32:
         raise CorruptImage(f"absurd salt or IV size ({salt_size}, {iv_size}) in a passphrase entry", layer=LAYER,
                            offset=offset)
-    if not 0 < iterations <= MAX_ITERATIONS:
-        raise CorruptImage(f"absurd PBKDF2 iteration count {iterations}", layer=LAYER, offset=offset + 8)
+    kdf.check_iterations(iterations, "passphrase entry", LAYER, offset + 8)
     if not 0 < blob_size <= min(MAX_BLOB_SIZE, size - PASSWORD_ENTRY.size) or blob_size % 8:
         raise CorruptImage(f"absurd key blob length {blob_size} in a {size}-byte passphrase entry", layer=LAYER,
                            offset=offset + PASSWORD_ENTRY.size - 4)
@@ -160,9 +159,9 @@ def read_v1_trailer(stream: Stream) -> EncryptionHeader:
     if salt_size > 48 or aes_size > 296 or hmac_size > 300 or aes_size % 8 or hmac_size % 8:
         raise CorruptImage(f"absurd salt or wrapped key length ({salt_size}, {aes_size}, {hmac_size}) in the "
                            "cdsaencr trailer", layer=LAYER, offset=start + 52)
-    if iterations > MAX_ITERATIONS:
-        raise CorruptImage(f"absurd PBKDF2 iteration count {iterations}", layer=LAYER, offset=start + 48)
-    entry = PassphraseEntry(iterations or 1000, data[56 : 56 + salt_size], V1_FIXED_IV, 192, ALG_3DES, b"")
+    iterations = iterations or 1000  # what the first versions wrote, which left the field empty
+    kdf.check_iterations(iterations, "cdsaencr trailer", LAYER, start + 48)
+    entry = PassphraseEntry(iterations, data[56 : 56 + salt_size], V1_FIXED_IV, 192, ALG_3DES, b"")
     data_size = start // V1_BLOCK_SIZE * V1_BLOCK_SIZE
     header = EncryptionHeader(1, 128, V1_BLOCK_SIZE, data_size, 0, [entry])
     header.v1_wrapped = (data[140 : 140 + aes_size], data[440 : 440 + hmac_size])
@@ -192,25 +191,34 @@ def _cbc_decrypt(algorithm: int, key: bytes, iv: bytes, data: bytes) -> Optional
         return None
 
 
-def _derive(passphrase: bytes, entry: PassphraseEntry) -> bytes:
-    return hashlib.pbkdf2_hmac("sha1", passphrase, entry.salt, entry.iterations, dklen=entry.blob_key_bits // 8)
+def _derive(passphrase: bytes, entry: PassphraseEntry, ctx: OpenContext) -> bytes:
+    return kdf.pbkdf2("sha1", passphrase, entry.salt, entry.iterations, entry.blob_key_bits // 8,
+                      what=f"key derivation for {ctx.path}", layer=LAYER, progress=ctx.progress)
 
 
 def _split_v2_blob(plain: bytes, header_key_size: int) -> Optional[tuple[bytes, bytes]]:
     """The AES and HMAC keys out of an unwrapped v2 blob, if its layout holds (a wrong key breaks it)."""
-    for key_size in dict.fromkeys((header_key_size, 32, 16)):
+    for key_size in dict.fromkeys(k for k in (header_key_size, 32, 16) if k in AES_KEY_SIZES):
         end = key_size + HMAC_KEY_SIZE
         if len(plain) == end or plain[end : end + 4] == b"CKIE":
             return plain[:key_size], plain[key_size:end]
     return None
 
 
-def _unwrap_v2(entry: PassphraseEntry, passphrase: bytes, key_size: int) -> Optional[tuple[bytes, bytes]]:
+def _check_blob_cipher(entry: PassphraseEntry) -> None:
+    """The key blob's cipher and key size, checked before any key is derived for it."""
+    if entry.blob_algorithm not in (ALG_3DES, ALG_AES):
+        raise UnsupportedFormat(f"key blob cipher {entry.blob_algorithm:#x} is not supported (only 3DES and AES)",
+                                layer=LAYER)
     if entry.blob_algorithm == ALG_3DES and entry.blob_key_bits != 192:
         raise UnsupportedFormat(f"3DES key blob with {entry.blob_key_bits}-bit key", layer=LAYER)
     if entry.blob_algorithm == ALG_AES and entry.blob_key_bits not in (128, 192, 256):
         raise UnsupportedFormat(f"AES key blob with {entry.blob_key_bits}-bit key", layer=LAYER)
-    plain = _cbc_decrypt(entry.blob_algorithm, _derive(passphrase, entry), entry.blob_iv, entry.blob)
+
+
+def _unwrap_v2(entry: PassphraseEntry, passphrase: bytes, key_size: int,
+               ctx: OpenContext) -> Optional[tuple[bytes, bytes]]:
+    plain = _cbc_decrypt(entry.blob_algorithm, _derive(passphrase, entry, ctx), entry.blob_iv, entry.blob)
     return None if plain is None else _split_v2_blob(plain, key_size)
 
 
@@ -228,8 +236,8 @@ def _cms_unwrap(kek: bytes, wrapped: bytes) -> Optional[bytes]:
     return key if 4 + descriptor_size < len(plain) else None
 
 
-def _unwrap_v1(header: EncryptionHeader, passphrase: bytes) -> Optional[tuple[bytes, bytes]]:
-    kek = _derive(passphrase, header.entries[0])
+def _unwrap_v1(header: EncryptionHeader, passphrase: bytes, ctx: OpenContext) -> Optional[tuple[bytes, bytes]]:
+    kek = _derive(passphrase, header.entries[0], ctx)
     aes_key = _cms_unwrap(kek, header.v1_wrapped[0])
     hmac_key = _cms_unwrap(kek, header.v1_wrapped[1]) if aes_key else None
     if aes_key is None or hmac_key is None or len(aes_key) not in (16, 32) or len(hmac_key) != HMAC_KEY_SIZE:
@@ -247,11 +255,15 @@ def unlock(header: EncryptionHeader, name: str, ctx: OpenContext) -> tuple[bytes
     if passphrase is None:
         raise EncryptedImage(f"{name} is encrypted ({header.label()}): give the passphrase with -o passfile=FILE "
                              "or the IMGFS_PASSPHRASE environment variable")
-    secret = passphrase.encode("utf-8")
+    secret = passphrase.encode("utf-8", "surrogateescape")
     if header.version == 1:
-        keys = _unwrap_v1(header, secret)
+        keys = _unwrap_v1(header, secret, ctx)
     else:
-        keys = next((k for e in header.entries if (k := _unwrap_v2(e, secret, header.data_key_bits // 8))), None)
+        for entry in header.entries:
+            _check_blob_cipher(entry)
+        kdf.check_total([e.iterations for e in header.entries], f"the key entries of {name}", LAYER)
+        key_size = header.data_key_bits // 8
+        keys = next((k for e in header.entries if (k := _unwrap_v2(e, secret, key_size, ctx))), None)
     if keys is None:
         raise EncryptedImage(f"wrong passphrase for {name}")
     return keys

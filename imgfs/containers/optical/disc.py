@@ -257,7 +257,7 @@ class Disc(VolumeSet):
 
     def track_iso(self, track: Track) -> Stream:
         """A data track's user bytes from its INDEX 01 to the end of what is stored (what bchunk writes)."""
-        first = max(track.start, track.file_lba)
+        first = max(track.start, track.file_lba, 0)  # the user data starts at LBA 0 (a damaged sheet may not)
         count = max(0, track.file_lba + track.file_sectors - first)
         return SliceStream(self.user, first * USER, count * USER, name=f"track {track.number}")
 
@@ -279,7 +279,7 @@ class Disc(VolumeSet):
         for session in reversed(self.sessions):
             data = [t for t in self._data_tracks() if t.session == session]
             if data:
-                start = data[0].start
+                start = max(0, data[0].start)
                 stream = SessionView(self.user, start * USER, name=self.user.name) if start else self.user
                 found.append(Volume(f"Session {session}", stream, details={"session": session, "start": start}))
         return found

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
+from imgfs.codecs import kdf
 from imgfs.errors import CorruptImage, EncryptedImage, UnsupportedFormat
 from imgfs.filesystems.apfs.crypto import xts_decrypt
 from imgfs.filesystems.apfs.objects import CONTAINER_KEYBAG, LAYER, VOLUME_KEYBAG, Blocks, checksum_ok, parse_header
@@ -41,8 +40,8 @@ KEYBAG_VERSION = 2
 MAX_KEYBAG_BLOCKS = 16
 RECOVERY_KEY_UUID = uuid.UUID("EBC6C064-0000-11AA-AA11-00306543ECAC").bytes
 # macOS's tools calibrate PBKDF2 to about a tenth of a second on the Mac that encrypts: the images seen
-# carry tens to a few hundred thousand iterations. Ten million would take most of a minute here.
-MAX_ITERATIONS = 10_000_000
+# carry tens to a few hundred thousand iterations. The shared limit (ten million) would take most of a minute.
+MAX_ITERATIONS = kdf.MAX_ITERATIONS
 CORESTORAGE_AES128 = 2  # wrapping flags of a 128-bit VEK (a volume converted from CoreStorage)
 
 
@@ -121,23 +120,14 @@ def parse_wrapped(blob: bytes, what: str) -> WrappedKey:
 
 
 def derive(passphrase: bytes, kek: WrappedKey, progress: Progress, what: str) -> bytes:
-    """PBKDF2-HMAC-SHA256 in a worker thread: the caller's thread waits in short steps, so that Ctrl-C or
-    SIGTERM (handled in the main thread) stops the mount within a second; the worker is abandoned."""
+    """PBKDF2-HMAC-SHA256 through ``imgfs.codecs.kdf``: bounded, and stopped by Ctrl-C or SIGTERM within a
+    second (the derivation runs in a worker thread the caller waits for in short steps)."""
     if not 0 < kek.iterations <= MAX_ITERATIONS:
         raise EncryptedImage(f"{what}: PBKDF2 with {kek.iterations} iterations (more than the "
                              f"{MAX_ITERATIONS} any real key bag uses) is refused", layer=LAYER)
     length = 16 if len(kek.wrapped) == 24 else 32
-    result: list[bytes] = []
-    worker = threading.Thread(target=lambda: result.append(
-        hashlib.pbkdf2_hmac("sha256", passphrase, kek.salt, kek.iterations, length)), daemon=True)
-    started = time.monotonic()
-    estimate = max(0.05, kek.iterations / 1_500_000)  # seconds, from the speed of OpenSSL here
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-        progress(what, min(99, int(100 * (time.monotonic() - started) / estimate)), 100)
-    progress(what, 100, 100)
-    return result[0]
+    return kdf.pbkdf2("sha256", passphrase, kek.salt, kek.iterations, length, what=what, layer=LAYER,
+                      progress=progress)
 
 
 def unwrap(key: bytes, wrapped: bytes) -> Optional[bytes]:
@@ -166,8 +156,9 @@ def volume_key(container_bag: list[Entry], volume_bag: Callable[[int, int], list
     secret = passphrase.encode("utf-8")
     looks_like_recovery = len(passphrase) == 29 and passphrase.count("-") == 5
     records.sort(key=lambda e: (e.uuid == RECOVERY_KEY_UUID) != looks_like_recovery)
-    for record in records:
-        kek_blob = parse_wrapped(record.data, f"volume {name!r}'s unlock record")
+    blobs = [parse_wrapped(record.data, f"volume {name!r}'s unlock record") for record in records]
+    kdf.check_total([blob.iterations for blob in blobs], f"the unlock records of volume {name!r}", LAYER)
+    for kek_blob in blobs:
         kek = unwrap(derive(secret, kek_blob, progress, f"key derivation for {name}"), kek_blob.wrapped)
         if kek is None:
             continue

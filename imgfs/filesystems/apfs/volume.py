@@ -112,8 +112,11 @@ class VolumeTree:
             if extent.logical != pos:
                 if extent.logical < pos:
                     raise CorruptImage(f"{what}: extents overlap at byte {extent.logical}", layer=LAYER)
-                pieces.append(Extent(extent.logical - pos, None))  # a gap reads as a hole
-                pos = extent.logical
+                gap_end = min(extent.logical, size)  # an extent may start past the end the inode states
+                pieces.append(Extent(gap_end - pos, None))  # a gap reads as a hole
+                pos = gap_end
+                if pos >= size:
+                    break
             length = min(extent.length, size - pos)
             if extent.block:
                 blocks = -(-extent.length // block_size)

@@ -15,7 +15,7 @@ directory whose first cluster an earlier one already has is EIO rather than an e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
@@ -38,7 +38,6 @@ class DirHandle(NamedTuple):
     cluster: int
     contiguous: bool
     size: int  # -1 for the root, whose length is its chain's
-    loop: bool = False  # its cluster is an earlier directory's: listing it would go round in circles
 
 
 class FileHandle:
@@ -66,7 +65,6 @@ class ExfatFilesystem(Filesystem):
                          handle=DirHandle(boot.root_cluster, False, -1))
         self._root: Optional[Listing] = None
         self._used: Optional[int] = None
-        self._dir_owners = {boot.root_cluster: ROOT_INO}  # first cluster -> the one directory that may have it
         self.children(self.root)  # a broken root fails the mount; and it holds the label and the bitmap
         assert self._root is not None
         self.label = self._root.label or ""
@@ -124,9 +122,6 @@ class ExfatFilesystem(Filesystem):
         if not isinstance(handle, DirHandle):
             raise NotADirectoryError(node.name)
         what = "the root directory" if node is self.root else f"directory {node.name!r}"
-        if handle.loop:
-            raise CorruptImage(f"{what}: its first cluster, {handle.cluster}, is another directory's (the tree "
-                               "would loop)", layer=LAYER, offset=self.table.entry_offset(handle.cluster))
         data, locate = self._read_directory(handle, what)
         listing = parse_directory(data, locate)
         if node is self.root:
@@ -135,19 +130,22 @@ class ExfatFilesystem(Filesystem):
             log.warning("%s: %s: entry set at byte %d skipped: %s", self.stream.name, what, offset, why)
         return self._nodes(listing, what)
 
+    def directory_key(self, node: Node) -> Hashable:
+        """A directory is its first cluster (entries are numbered by their place): a second entry that starts
+        at one already shown (an ancestor's: a loop) lists as empty. Empty directories have none."""
+        handle = node.handle
+        return ("cluster", handle.cluster) if isinstance(handle, DirHandle) and handle.cluster else node.ino
+
     def _nodes(self, listing: Listing, what: str) -> dict[str, Node]:
         kids: dict[str, Node] = {}
         for name, offset, is_dir, cluster, contiguous, size, valid, mtime, atime in listing.entries:
-            if "/" in name or "\0" in name:
-                name = name.replace("/", "_").replace("\0", "_")
             if name in kids or name in (".", ".."):
                 log.warning("%s: %s: entry %r at byte %d skipped (duplicate name)", self.stream.name, what, name,
                             offset)
                 continue
             if is_dir:
-                loop = cluster != 0 and self._dir_owners.setdefault(cluster, offset) != offset  # ancestors come first
                 kids[name] = Node(name, DEFAULT_DIR_MODE, size, offset, 1, None, None, mtime, atime, mtime, 0,
-                                  None, DirHandle(cluster, contiguous, size, loop))
+                                  None, DirHandle(cluster, contiguous, size))
             else:
                 kids[name] = Node(name, DEFAULT_FILE_MODE, size, offset, 1, None, None, mtime, atime, mtime, 0,
                                   None, FileHandle(cluster, contiguous, valid))

@@ -65,8 +65,6 @@ def parse_inline(i_block: bytes, i_block_offset: int, extra: bytes, filetype: bo
 
 
 def clean_name(raw: bytes) -> str:
-    """A name as the mount shows it: UTF-8 where it is, other bytes kept through surrogateescape."""
-    name = raw.decode("utf-8", "surrogateescape")
-    if "/" in name or "\0" in name:
-        name = name.replace("/", "_").replace("\0", "_")
-    return name
+    """A name as the mount shows it: UTF-8 where it is, other bytes kept through surrogateescape (a "/" or a NUL
+    is escaped by ``Filesystem.children``, as every format's is)."""
+    return raw.decode("utf-8", "surrogateescape")

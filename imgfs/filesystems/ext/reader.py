@@ -216,7 +216,8 @@ class ExtFilesystem(Filesystem):
         handle: DirHandle = node.handle
         inode = self._inode(handle.ino)
         if inode.kind != stat.S_IFDIR:
-            raise NotADirectoryError(node.name)
+            raise CorruptImage(f"{node.name!r} is listed as a directory, but inode {inode.ino} is not one",
+                               layer="ext", offset=inode.offset)
         entries = self._entries(inode)
         self._check_parent(inode, entries, handle.parent)
         inodes = self._inodes({ino for ino, _, _ in entries if ino != inode.ino})

@@ -17,7 +17,7 @@ times of its own; it shows its volume-label entry's, else 1970.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage
@@ -39,7 +39,6 @@ MAX_KEPT_RUNS = 1024  # a file in more pieces than this rebuilds its extent list
 
 class DirHandle(NamedTuple):
     cluster: int  # 0: the fixed root directory of FAT12/16
-    loop: bool = False  # its cluster is an earlier directory's: listing it would go round in circles
 
 
 class FileHandle:
@@ -66,7 +65,6 @@ class FatFilesystem(Filesystem):
         self.root = Node("", DEFAULT_DIR_MODE, 0, ROOT_INO, 1, None, None,
                          handle=DirHandle(boot.root_cluster))
         self._root_label: Optional[str] = None
-        self._dir_owners = {boot.root_cluster: ROOT_INO}  # first cluster -> the one directory that may have it
         self.children(self.root)  # a broken root fails the mount, not the first ls; and it holds the label
         self.label = boot.label if self._root_label is None else self._root_label
         if stream.size < boot.volume_size:
@@ -96,9 +94,6 @@ class FatFilesystem(Filesystem):
         if not isinstance(handle, DirHandle):
             raise NotADirectoryError(node.name)
         what = "the root directory" if node is self.root else f"directory {node.name!r}"
-        if handle.loop:
-            raise CorruptImage(f"{what}: its first cluster, {handle.cluster}, is another directory's (the tree "
-                               "would loop)", layer=LAYER, offset=self.table.entry_offset(handle.cluster))
         data, locate = self._read_directory(handle.cluster, what)
         listing = parse_directory(data, locate, self.boot.fat_bits == 32)
         if node is self.root:
@@ -109,19 +104,21 @@ class FatFilesystem(Filesystem):
                      self.stream.name, what, listing.orphans)
         return self._nodes(listing, what)
 
+    def directory_key(self, node: Node) -> Hashable:
+        """A directory is its first cluster (entries are numbered by their place): a second entry that starts
+        at one already shown (an ancestor's: a loop) lists as empty."""
+        return node.handle.cluster if isinstance(node.handle, DirHandle) else node.ino
+
     def _nodes(self, listing: Listing, what: str) -> dict[str, Node]:
         kids: dict[str, Node] = {}
         for name, offset, is_dir, cluster, size, mtime, atime in listing.entries:
-            if "/" in name or "\0" in name:
-                name = name.replace("/", "_").replace("\0", "_")
             if name in kids or name in ("", ".", ".."):
                 log.warning("%s: %s: entry %r at byte %d skipped (empty or duplicate name)", self.stream.name,
                             what, name, offset)
                 continue
             if is_dir:
-                loop = self._dir_owners.setdefault(cluster, offset) != offset  # an ancestor is always seen first
                 kids[name] = Node(name, DEFAULT_DIR_MODE, 0, offset, 1, None, None, mtime, atime, mtime, 0,
-                                  None, DirHandle(cluster, loop))
+                                  None, DirHandle(cluster))
             else:
                 kids[name] = Node(name, DEFAULT_FILE_MODE, size, offset, 1, None, None, mtime, atime, mtime, 0,
                                   None, FileHandle(cluster))

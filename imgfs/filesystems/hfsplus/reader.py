@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import struct
 import unicodedata
 from typing import Any, NamedTuple, Optional
 
@@ -115,6 +114,7 @@ class HfsPlusFilesystem(Filesystem):
     has_xattrs = True
     namespaces = ("hfsplus",)  # the Apple side of an ISO 9660 + HFS+ hybrid disc (-o namespace=hfsplus)
     namespace = "hfsplus"
+    directory_links = True  # Time Machine's directory hard links: shown wherever they are; loops refused below
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()
@@ -417,7 +417,7 @@ class HfsPlusFilesystem(Filesystem):
             return
         try:
             pending = journal_pending(self.volume, header)
-        except (ImageError, struct.error) as exc:
+        except ImageError as exc:
             log.warning("%s: the HFS+ journal cannot be read (%s); it is not replayed", self._name, exc)
             return
         if pending:

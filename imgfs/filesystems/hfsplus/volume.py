@@ -15,7 +15,7 @@ import struct
 from typing import Any, NamedTuple
 
 from imgfs.errors import CorruptImage, UnsupportedFormat
-from imgfs.io.stream import SliceStream, Stream
+from imgfs.io.stream import SliceStream, Stream, read_exact
 
 HEADER_OFFSET = 1024
 SIGNATURES = {b"H+": 4, b"HX": 5}
@@ -158,11 +158,11 @@ def extent_key(raw: bytes) -> tuple[int, int, int]:
 
 def journal_pending(volume: Stream, header: VolumeHeader) -> bool:
     """Whether the journal holds transactions: its header's start and end differ."""
-    info = volume.pread(header.journal_info_block * header.block_size, 52)
+    info = read_exact(volume, header.journal_info_block * header.block_size, 52, "hfs+", "the journal info block")
     flags, offset = struct.unpack_from(">I", info)[0], struct.unpack_from(">Q", info, 36)[0]
     if not flags & 1 or flags & 4:  # on another device (not ours to read), or marked as needing init: empty
         return False
-    journal = volume.pread(offset, 24)
+    journal = read_exact(volume, offset, 24, "hfs+", "the journal header")
     magic = journal[:4]
     order = ">" if magic == b"JNLx" else "<" if magic == b"xLNJ" else ""
     if not order:

@@ -11,6 +11,7 @@ share the number), anything else's is where its directory record lies.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import stat
 import struct
@@ -138,9 +139,9 @@ class IsoFilesystem(Filesystem):
     def _root_node(self, vd: VolumeDescriptor) -> Node:
         rec = self._root_record(vd)
         if not self._rr:
-            return self._node("", [rec], _NO_ROCK_RIDGE)
+            return self._node("", [rec], _NO_ROCK_RIDGE, directory=True)
         dot = self._dot_record(self._dir_handle(rec))  # the root's own attributes are in its "." record
-        return self._node("", [dot], self._rock_ridge(dot))
+        return self._node("", [dot], self._rock_ridge(dot), directory=True)
 
     def _check_path_table(self, vd: VolumeDescriptor) -> None:
         """A directory the path table places past the end of the file means a truncated image."""
@@ -199,8 +200,8 @@ class IsoFilesystem(Filesystem):
             for name in RR_MOVED_NAMES:
                 moved = kids.get(name)
                 if moved is not None and moved.is_dir:
-                    moved.children, moved_relocated = self._parse_directory(moved.handle)
-                    if moved_relocated and not moved.children:
+                    moved_kids, moved_relocated = self._parse_directory(moved.handle)
+                    if moved_relocated and not moved_kids:
                         del kids[name]  # only relocated directories were in it: they are back home
         return kids
 
@@ -233,33 +234,30 @@ class IsoFilesystem(Filesystem):
         if rr.relocated:
             return 1
         name = self._unique_name(first.name, rr, kids)
-        if name is not None:
-            kids[name] = self._node(name, chain, rr)
+        kids[name] = self._node(name, chain, rr)
         return 0
 
-    def _unique_name(self, raw: bytes, rr: susp.RockRidge, kids: dict[str, Node]) -> Optional[str]:
+    def _unique_name(self, raw: bytes, rr: susp.RockRidge, kids: dict[str, Node]) -> str:
         """The entry's name; on a clash (a directory ``A`` and a file ``A.;1`` in plain ISO 9660) a less
-        cleaned-up form of the identifier, so that no entry is lost."""
+        cleaned-up form of the identifier, else a numbered one, so that no entry is lost. An unsafe name ("..",
+        "a/b") is escaped by ``Filesystem.children``, as every format's is."""
         name = rr.name.decode("utf-8", "surrogateescape") if rr.name else self._name(raw)
-        if "/" in name or "\0" in name:
-            name = name.replace("/", "_").replace("\0", "_")
-        if name in ("", ".", ".."):
-            return None
         if name not in kids:
             return name
-        identifier = raw.decode("utf-16-be" if self._name is clean_joliet_name else "utf-8", "surrogateescape")
-        for candidate in (identifier.split(";")[0], identifier):
-            if candidate and candidate not in kids and "/" not in candidate:
-                log.warning("%s: two entries are named %r; showing one as %r", self.stream.name, name, candidate)
-                return candidate
-        log.warning("%s: duplicate entry %r skipped", self.stream.name, name)
-        return None
+        joliet = self._name is clean_joliet_name  # UCS-2, which an odd length or a lone surrogate can break
+        identifier = raw.decode("utf-16-be", "replace") if joliet else raw.decode("utf-8", "surrogateescape")
+        numbered = (f"{name}~{number}" for number in range(2, len(kids) + 3))  # n entries leave one of these free
+        shown = next(c for c in itertools.chain((identifier.split(";")[0], identifier), numbered) if c not in kids)
+        log.warning("%s: two entries are named %r; showing one as %r", self.stream.name, name, shown)
+        return shown
 
     # -- nodes -------------------------------------------------------------------------------------
 
-    def _node(self, name: str, chain: list[Record], rr: susp.RockRidge) -> Node:
+    def _node(self, name: str, chain: list[Record], rr: susp.RockRidge, directory: bool = False) -> Node:
+        """The entry of ``chain`` (one record, or a multi-extent file's); ``directory``: a record reached as a
+        directory's own (the root's, a relocated directory's "."), which is one whatever its flags say."""
         first = chain[0]
-        if rr.child_lba is not None:  # a deep directory that was relocated: its own "." holds its attributes
+        if rr.child_lba is not None and not directory:  # a relocated deep directory: its "." has its attributes
             return self._relocated_directory(name, rr.child_lba)
         mtime = rr.mtime or parse_date(first.date)
         atime, ctime = rr.atime or mtime, rr.ctime or mtime
@@ -268,7 +266,7 @@ class IsoFilesystem(Filesystem):
             nlink, uid, gid = 1, None, None
         else:
             mode, nlink, uid, gid = rr.mode, rr.nlink or 1, rr.uid, rr.gid
-        if first.flags & FLAG_DIRECTORY:
+        if directory or first.flags & FLAG_DIRECTORY:
             offset = first.extent * self.block_size
             return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, offset, nlink, uid, gid, mtime,
                         atime, ctime, 0, None, DirHandle(offset, first.size))
@@ -289,9 +287,7 @@ class IsoFilesystem(Filesystem):
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
         dot = self._dot_record(DirHandle(lba * self.block_size, self.block_size))
-        node = self._node(name, [dot], self._rock_ridge(dot) if self._rr else _NO_ROCK_RIDGE)
-        node.mode = stat.S_IFDIR | stat.S_IMODE(node.mode)
-        return node
+        return self._node(name, [dot], self._rock_ridge(dot) if self._rr else _NO_ROCK_RIDGE, directory=True)
 
     def _runs(self, chain: list[Record]) -> tuple[tuple[int, int], ...]:
         bs = self.block_size
@@ -305,6 +301,9 @@ class IsoFilesystem(Filesystem):
                 continue
             block, left = rec.extent, rec.size  # interleaved: file units separated by gaps
             while left > 0:
+                if block * bs >= self.stream.size:  # the rest is past the end: one run, EIO when it is read
+                    runs.append((block * bs, left))
+                    break
                 count = min(rec.unit_blocks * bs, left)
                 runs.append((block * bs, count))
                 left -= count

@@ -54,12 +54,12 @@ def iter_fids(data: bytes, locate: Callable[[int], Optional[int]]) -> Iterator[F
 
 
 def file_name(raw: bytes) -> str:
-    """A FID's name as a POSIX name: CS0 decoded (8-bit or 16-bit), '/' and NUL made safe."""
+    """A FID's name: CS0 decoded (8-bit or 16-bit); a '/' or a NUL is escaped by ``Filesystem.children``, as every
+    format's is."""
     try:
-        name = decode_cs0(raw)
+        return decode_cs0(raw)
     except ValueError:
-        name = raw[1:].decode("latin-1")
-    return name.replace("/", "_").replace("\0", "_")
+        return raw[1:].decode("latin-1")
 
 
 # -- symbolic links (ECMA-167 4/14.16) -------------------------------------------------------------------
