@@ -9,6 +9,7 @@ nothing but one-line ``imgfs:`` messages: never a traceback, "internal error" or
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import signal
@@ -33,8 +34,15 @@ MEMORY_HEADROOM = 1 << 30  # what one input may allocate, as in the campaign
 
 @pytest.fixture(scope="module")
 def workdir():
+    """The fuzzing process's settings (PBKDF2 held low, no logging) for this module only: the other tests
+    check the real limit and the log lines."""
+    limit = targets.kdf.MAX_ITERATIONS
     targets.setup()
-    return targets.new_workdir()
+    try:
+        yield targets.new_workdir()
+    finally:
+        targets.kdf.MAX_ITERATIONS = limit
+        logging.disable(logging.NOTSET)
 
 
 def _target(path: Path) -> targets.Target:
