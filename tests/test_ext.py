@@ -320,6 +320,12 @@ def test_attribute_value_in_its_own_inode(tmp_path, mount):
     with mount(image) as root:
         assert os.getxattr(root / "f", "user.huge") == value
         assert (root / "f").read_bytes() == b"data\n"
+        with pytest.raises(OSError) as absent:
+            os.getxattr(root / "f", "security.selinux")  # ext can hold labels: this file has none
+        assert absent.value.errno == errno.ENODATA
+        with pytest.raises(OSError) as unsupported:
+            os.getxattr(root / "f", "system.posix_acl_access")  # imgfs shows no ACLs: ls -l stops asking
+        assert unsupported.value.errno == errno.EOPNOTSUPP
 
 
 def test_system_attributes_hidden(tmp_path):

@@ -5,6 +5,7 @@ stream and byte. Volumes with 4 KiB and 64 KiB clusters; LZNT1-compressed files 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -320,6 +321,11 @@ def test_mounted_disks_match_the_source_and_ntfs3g(disk: Path, volume4k: Volume,
         assert inode_groups(ours) == inode_groups(volume4k.oracle)
         assert os.readlink(ntfs / "windows-links" / "junction") == "../deep/level00"
         assert os.getxattr(ntfs / "compressed", "system.ntfs_attrib") == volume4k.attribs["compressed"]
+        for name, code in (("user.no-such-stream", errno.ENODATA), ("security.selinux", errno.EOPNOTSUPP),
+                           ("system.posix_acl_access", errno.EOPNOTSUPP)):
+            with pytest.raises(OSError) as refused:
+                os.getxattr(ntfs / "compressed", name)
+            assert refused.value.errno == code, name
 
 
 def test_mount_options_and_raw_views(volume4k: Volume, mount: Any) -> None:

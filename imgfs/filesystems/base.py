@@ -80,6 +80,9 @@ class Filesystem(Layer):
 
     kind = "filesystem"
     has_xattrs = False  # a filesystem that can have extended attributes says so
+    # The prefixes of every attribute name it can show. A name outside them is not supported (EOPNOTSUPP) rather
+    # than absent: `ls -l` then stops asking each file for its SELinux label and POSIX ACL, a round trip each.
+    xattr_prefixes: tuple[str, ...] = ("user.",)
     block_size = 2048
     total_size = 0
     root: Node

@@ -157,6 +157,9 @@ class ImgfsOperations:
         wanted = kernel.GETXATTR_IN.unpack_from(request, BODY)[0]
         name = bytes(request[BODY + kernel.GETXATTR_IN.size : size - 1]).decode(ENCODING, ERRORS)
         inode = self.inodes.get(nodeid)
+        if not name.startswith(inode.fs.xattr_prefixes):
+            worker.error(unique, errno.EOPNOTSUPP)  # ls stops asking this mount (a label, an ACL) after one
+            return
         value = inode.fs.xattrs(inode.node).get(name)
         if value is None:
             worker.error(unique, ENOATTR)

@@ -74,6 +74,7 @@ class NameMap(dict[str, Node]):
 class ApfsFilesystem(Filesystem):
     kind = "apfs"
     has_xattrs = True
+    xattr_prefixes = SHOWN_AS_IS
     checks = "Fletcher-64 checksums of every node of the volume's filesystem tree"
 
     def __init__(self, tree: VolumeTree, details: Optional[dict[str, Any]] = None) -> None:

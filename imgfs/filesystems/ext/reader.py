@@ -74,6 +74,7 @@ class DirHandle(NamedTuple):
 class ExtFilesystem(Filesystem):
     kind = "ext"
     has_xattrs = True
+    xattr_prefixes = SHOWN_XATTR_PREFIXES
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()

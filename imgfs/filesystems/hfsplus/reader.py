@@ -112,6 +112,7 @@ class NameMap(dict[str, Node]):
 class HfsPlusFilesystem(Filesystem):
     kind = "hfs+"
     has_xattrs = True
+    xattr_prefixes = SHOWN_AS_IS
     namespaces = ("hfsplus",)  # the Apple side of an ISO 9660 + HFS+ hybrid disc (-o namespace=hfsplus)
     namespace = "hfsplus"
     directory_links = True  # Time Machine's directory hard links: shown wherever they are; loops refused below

@@ -95,6 +95,7 @@ LOOKUP_MEMO = 16  # directories whose names are kept for resolving link targets
 class NtfsFilesystem(Filesystem):
     kind = "ntfs"
     has_xattrs = True
+    xattr_prefixes = ("user.", "system.ntfs_attrib")
 
     def __init__(self, stream: Stream, ctx: OpenContext) -> None:
         super().__init__()

@@ -38,6 +38,7 @@ class Subtree(Filesystem):
         self.owner = owner
         self.label = node.name
         self.block_size, self.total_size, self.has_xattrs = owner.block_size, owner.total_size, True
+        self.xattr_prefixes = owner.xattr_prefixes
         handle: DirHandle = node.handle
         self.root = Node("", node.mode, 0, node.ino, 1, None, None, node.mtime_ns, node.atime_ns, node.ctime_ns,
                          handle=handle._replace(hidden=False))
