@@ -10,6 +10,7 @@ decmpfs files of every type are written by fs-explorer with payloads from the te
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import stat
@@ -252,6 +253,24 @@ def test_mount_shows_the_source_tree(images: dict[tuple[str, str], Path], source
         assert compare_trees(source, root) > 5000
         assert os.getxattr(root / "hello.txt", "user.greeting") == b"hi there"
         assert os.getxattr(root / "pair-a", "user.big") == bytes(range(256)) * 15 + b"end"
+
+
+def test_attribute_names_are_all_user_names(tmp_path: Path, mount) -> None:
+    """macOS attribute names have no namespace: a stored "trusted.note" (fs-explorer keeps the names Linux
+    gives it) is shown as user.trusted.note; SELinux labels and ACLs are not supported, which ls learns once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"hi\n")
+    os.setxattr(src / "f", "user.greeting", b"hi")
+    os.setxattr(src / "f", "trusted.note", b"t")  # root may: the suite runs as root
+    with mount(fsx_create(tmp_path / "names.dmg", src, layout="NONE")) as root:
+        assert sorted(os.listxattr(root / "f")) == ["user.greeting", "user.trusted.note"]
+        assert os.getxattr(root / "f", "user.trusted.note") == b"t"
+        for name, code in (("user.absent", errno.ENODATA), ("trusted.note", errno.EOPNOTSUPP),
+                           ("security.selinux", errno.EOPNOTSUPP), ("system.posix_acl_access", errno.EOPNOTSUPP)):
+            with pytest.raises(OSError) as refused:
+                os.getxattr(root / "f", name)
+            assert refused.value.errno == code, name
 
 
 def test_mount_of_an_asif_image(source: Path, tmp_path: Path, mount) -> None:

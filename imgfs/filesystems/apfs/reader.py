@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 
 XATTR_SIZE_MAX = 65536  # what getxattr can return on Linux
 SYMLINK_XATTR, RESOURCE_FORK = "com.apple.fs.symlink", "com.apple.ResourceFork"
-SHOWN_AS_IS = ("user.", "trusted.", "security.")
+# macOS attribute names have no namespace: every one is shown as user.NAME (one already named user.* as it is).
+# Not trusted.* or security.* as stored: an image's SELinux label means nothing to this machine, and a
+# filesystem without them answers ls's label look-ups "not supported" once instead of once per file.
+SHOWN_AS_IS = ("user.",)
 MAX_SYMLINK_SIZE = 4096
 _FILE_TYPES = (stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
 
