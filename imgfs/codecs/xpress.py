@@ -121,8 +121,10 @@ def _block(src: bytes, n: int, pos: int, out: bytearray, block_end: int, out_siz
     return pos
 
 
-def _long_length(src: bytes, n: int, pos: int, opos: int, out_size: int) -> tuple[int, int]:
-    """A match length of 15 or more (less 3), from the bytes at ``pos``; and the position after them."""
+def _long_length(src: bytes, n: int, pos: int, opos: int, out_size: int, bias: int = 0) -> tuple[int, int]:
+    """A match length of 15 or more, from the bytes at ``pos`` (MS-XCA 2.2.4 and 2.4.4): one byte added to 15, or a
+    16-bit, else a 32-bit, length that counts ``bias`` more (plain LZ77's counts the 7 added after it); and the
+    position after them."""
     if pos >= n:
         raise _truncated(pos, opos, out_size)
     length = src[pos]
@@ -138,9 +140,9 @@ def _long_length(src: bytes, n: int, pos: int, opos: int, out_size: int) -> tupl
             raise _truncated(pos, opos, out_size)
         length = int.from_bytes(src[pos : pos + 4], "little")
         pos += 4
-    if length < 15:
+    if length < 15 + bias:
         raise DecodeError(f"a match at output byte {opos} has an invalid long length ({length})")
-    return length, pos
+    return length - bias, pos
 
 
 def _truncated(pos: int, opos: int, out_size: int) -> DecodeError:
@@ -190,7 +192,7 @@ def decompress_plain(data: bytes, out_size: int) -> bytes:
                 length = data[half_byte] >> 4
                 half_byte = 0
             if length == 15:
-                length, ip = _plain_long_length(data, ip, opos, out_size)
+                length, ip = _long_length(data, len(data), ip, opos, out_size, bias=7)
             length += 7
         length += 3
         if offset > opos:
@@ -206,25 +208,3 @@ def decompress_plain(data: bytes, out_size: int) -> bytes:
         opos = end
     return bytes(out)
 
-
-def _plain_long_length(data: bytes, ip: int, opos: int, out_size: int) -> tuple[int, int]:
-    """A plain-LZ77 length of 15 or more (less 10) from the bytes at ``ip``; and the position after."""
-    n = len(data)
-    if ip >= n:
-        raise _truncated(ip, opos, out_size)
-    length = data[ip]
-    ip += 1
-    if length < 255:
-        return length + 15, ip
-    if ip + 2 > n:
-        raise _truncated(ip, opos, out_size)
-    length = data[ip] | data[ip + 1] << 8
-    ip += 2
-    if length == 0:
-        if ip + 4 > n:
-            raise _truncated(ip, opos, out_size)
-        length = int.from_bytes(data[ip : ip + 4], "little")
-        ip += 4
-    if length < 22:
-        raise DecodeError(f"a match at output byte {opos} has an invalid long length ({length})")
-    return length - 7, ip
