@@ -55,8 +55,8 @@ install: deps $(BIN)/python
 # "Open With" for disk images runs `imgfs open`: the desktop entry, and MIME types for the image kinds that
 # shared-mime-info does not define; then the caches that file managers read.
 install-desktop:
-	$(SUDO) install -Dm644 share/applications/imgfs.desktop $(SHARE)/applications/imgfs.desktop
-	$(SUDO) install -Dm644 share/mime/packages/imgfs.xml $(SHARE)/mime/packages/imgfs.xml
+	$(SUDO) install -Dm644 imgfs/cli/share/applications/imgfs.desktop $(SHARE)/applications/imgfs.desktop
+	$(SUDO) install -Dm644 imgfs/cli/share/mime/packages/imgfs.xml $(SHARE)/mime/packages/imgfs.xml
 	-$(SUDO) update-mime-database $(SHARE)/mime
 	-$(SUDO) update-desktop-database -q $(SHARE)/applications
 
@@ -93,9 +93,9 @@ lint:
 bench: install
 	bench/run
 
-# The README's screenshot: the demo image opened in PCManFM under Xvfb (docs/screenshot.sh).
+# The README's screenshot: the demo image opened in PCManFM under Xvfb (fixtures/make_screenshot.sh).
 screenshot: install fixtures/demo.iso
-	docs/screenshot.sh fixtures/demo.iso docs/screenshot.png
+	fixtures/make_screenshot.sh fixtures/demo.iso fixtures/screenshot.png
 
 clean:
 	rm -rf build *.egg-info fixtures/demo.iso .pytest_cache

@@ -18,7 +18,7 @@ from conftest import IMGFS, daemon_pid, is_mounted, run_imgfs, unmount
 from isotools import write_file, xorriso
 
 PROJECT = Path(__file__).resolve().parents[1]
-DESKTOP_ENTRY = PROJECT / "share" / "applications" / "imgfs.desktop"
+DESKTOP_ENTRY = PROJECT / "imgfs" / "cli" / "share" / "applications" / "imgfs.desktop"
 
 
 @pytest.fixture(scope="module")
