@@ -214,14 +214,20 @@ class Tree:
         return fs.open(node)
 
     def xattrs(self, path: str) -> dict[str, bytes]:
-        """The node's extended attributes that Linux can show: a name with a NUL, over 255 bytes or not writable
-        as bytes (a damaged attribute record) would break the whole list; it is left out, with a log line."""
         node, fs = self.resolve(path)
+        return self.shown_xattrs(node, fs, lambda: path)
+
+    @staticmethod
+    def shown_xattrs(node: Node, fs: Filesystem, where: Callable[[], str]) -> dict[str, bytes]:
+        """The node's extended attributes that Linux can show (the mount, extraction): a name with a NUL, over 255
+        bytes or not writable as bytes (a damaged attribute record) would break the whole list, and one outside
+        ``fs.xattr_prefixes`` could not be read back; it is left out, with a log line naming ``where()``."""
         found = fs.xattrs(node)
-        if all(map(_showable_xattr, found)):
+        prefixes = fs.xattr_prefixes
+        if all(name.startswith(prefixes) and _showable_xattr(name) for name in found):
             return found
-        shown = {name: value for name, value in found.items() if _showable_xattr(name)}
-        log.warning("%s: extended attributes Linux cannot show are left out: %s", path,
+        shown = {name: value for name, value in found.items() if name.startswith(prefixes) and _showable_xattr(name)}
+        log.warning("%s: extended attributes Linux cannot show are left out: %s", where(),
                     ", ".join(repr(name[:40]) for name in found if name not in shown))
         return shown
 

@@ -280,9 +280,13 @@ def test_directory_links_of_a_format_that_has_them_show_everywhere_and_walk_once
 def test_xattr_names_linux_cannot_show_are_left_out(caplog):
     class WithXattrs(MadeUp):
         def xattrs(self, node: Node) -> dict[str, bytes]:
-            return {"user.good": b"1", "user.nul\0inside": b"2", "user." + "x" * 300: b"3", "user.\ud800": b"4"}
+            return {"user.good": b"1", "user.nul\0inside": b"2", "user." + "x" * 300: b"3", "user.\ud800": b"4",
+                    "trusted.outside": b"5"}  # not among its xattr_prefixes: getxattr would say "not supported"
 
-    tree = Tree(WithXattrs({1: {"f": 10}}))
+    fs = WithXattrs({1: {"f": 10}})
+    tree = Tree(fs)
     with caplog.at_level(logging.WARNING):
         assert tree.xattrs("/f") == {"user.good": b"1"}
-    assert "left out" in caplog.text and "nul" in caplog.text
+        node, _ = tree.resolve("/f")
+        assert Tree.shown_xattrs(node, fs, lambda: "/f") == {"user.good": b"1"}  # what the mount and extract use
+    assert "left out" in caplog.text and "nul" in caplog.text and "trusted.outside" in caplog.text

@@ -362,7 +362,7 @@ class Extraction:
 
     def _xattrs(self, node: Node, fs: Filesystem, shown: str, target: Union[int, str]) -> None:
         try:
-            attributes = fs.xattrs(node)
+            attributes = self.tree.shown_xattrs(node, fs, lambda: shown)
         except ImageError as exc:
             self._failed(shown, f"extended attributes: {exc}")
             return

@@ -160,7 +160,7 @@ class ImgfsOperations:
         if not name.startswith(inode.fs.xattr_prefixes):
             worker.error(unique, errno.EOPNOTSUPP)  # ls stops asking this mount (a label, an ACL) after one
             return
-        value = inode.fs.xattrs(inode.node).get(name)
+        value = self.tree.shown_xattrs(inode.node, inode.fs, inode.path).get(name)
         if value is None:
             worker.error(unique, ENOATTR)
         else:
@@ -171,7 +171,8 @@ class ImgfsOperations:
             worker.error(unique, errno.ENOSYS)
             return
         inode = self.inodes.get(nodeid)
-        names = b"".join(name.encode(ENCODING, ERRORS) + b"\0" for name in inode.fs.xattrs(inode.node))
+        shown = self.tree.shown_xattrs(inode.node, inode.fs, inode.path)
+        names = b"".join(name.encode(ENCODING, ERRORS) + b"\0" for name in shown)
         self._sized(worker, unique, kernel.GETXATTR_IN.unpack_from(request, BODY)[0], names)
 
     @staticmethod
