@@ -167,8 +167,9 @@ def one_run(setup: DiskSetup, order: tuple[str, ...]) -> dict:
             run[f"{fs}.{m.key}"] = measure(setup, m, setup.volumes[fs], order, ready)
     run["ready_s"] = {r: statistics.median(v) for r, v in ready.items() if v}
     # copy everything off the ext4 partition: imgfs and fuse2fs mount its image, 7-Zip extracts it
-    copies = copyall.copy_round(setup.images.ext4, tuple(r for r in order if r in ("imgfs", FUSE2FS)), mounted, setup.problems,
-                                lambda: warm_images(setup), extract_with=("7zz x",))
+    mounters = tuple(r for r in order if r in ("imgfs", FUSE2FS))  # ntfs-3g cannot read ext4
+    copies = copyall.copy_round(setup.images.ext4, mounters, mounted, setup.problems, lambda: warm_images(setup),
+                                extract_with=("7zz x",))
     run["ext4.copy_all"], run["ext4.tar_all"] = copies["copy_all"], copies["tar_all"]
     setup.log("  ext4.copy_all " + "  ".join(f"{r}={v:.3f}" for r, v in copies["copy_all"].items()))
     return run
