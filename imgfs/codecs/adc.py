@@ -13,6 +13,8 @@ Matches may overlap their own output (a distance shorter than the length repeats
 
 from __future__ import annotations
 
+from imgfs.codecs import copy_match
+
 
 def decode(src: bytes, size: int) -> bytes:
     """``src`` decoded to exactly ``size`` bytes; ``ValueError`` when it ends early or would make more."""
@@ -40,11 +42,7 @@ def decode(src: bytes, size: int) -> bytes:
             i += code
             if distance > pos:
                 raise ValueError(f"a match reaches {distance} bytes back from output byte {pos}")
-            start = pos - distance
-            if distance >= length:
-                out += out[start : start + length]
-            else:  # overlapping: the last ``distance`` bytes repeat
-                out += (out[start:] * (length // distance + 1))[:length]
+            copy_match(out, pos - distance, length)
             pos += length
         if pos > size:
             raise ValueError(f"data decodes to more than the stated {size} bytes")

@@ -22,6 +22,8 @@ author of the Linux APFS driver):
 
 from __future__ import annotations
 
+from imgfs.codecs import copy_match
+
 MAGIC = b"ZBM\x09"
 MAX_CHUNK = 0x8000
 HEADER_SIZE, COMPRESSED_HEADER_SIZE = 6, 15
@@ -174,8 +176,4 @@ def _apply(bitmap: int, period: int, cursor: _Cursor, out: bytearray, goal: int)
         start = len(out) - period
         if start < 0:
             raise ValueError(f"a copy from {period} bytes back, before the start")
-        if period >= count:
-            out += out[start : start + count]
-        else:
-            for i in range(count):
-                out.append(out[start + i])
+        copy_match(out, start, count)

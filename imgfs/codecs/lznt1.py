@@ -22,7 +22,7 @@ Windows may compress the last unit up to its last whole cluster, past the file's
 
 from __future__ import annotations
 
-from imgfs.codecs import DecodeError
+from imgfs.codecs import DecodeError, copy_match
 
 CHUNK_SIZE = 4096
 
@@ -107,11 +107,7 @@ def _chunk(data: bytes, ip: int, end: int, out: bytearray, base: int, limit: int
                 stop = opos + length
                 if stop > limit:
                     raise _past(ip - 2, limit)
-                start = opos - offset
-                if offset >= length:
-                    out += out[start : stop - offset]
-                else:
-                    out += (out[start:opos] * (length // offset + 1))[:length]
+                copy_match(out, opos - offset, length)
             flags >>= 1
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import struct
 
+from imgfs.codecs import copy_match
+
 _EOS, _NOP1, _NOP2 = 0x06, 0x0E, 0x16
 _BLOCK_HEADER = struct.Struct("<4sII")  # "bvxn", raw bytes, payload bytes
 _LZFSE_END = b"bvx$"
@@ -123,12 +125,7 @@ def _copy_match(out: bytearray, dist: int, length: int) -> None:
     have = len(out)
     if not 0 < dist <= have:
         raise LzvnError(f"match distance {dist} with {have} bytes decoded")
-    start = have - dist
-    if dist >= length:
-        out += out[start : start + length]
-    else:  # the match overlaps what it writes: a repeating pattern of ``dist`` bytes
-        pattern = bytes(out[start:])
-        out += (pattern * (length // dist + 1))[:length]
+    copy_match(out, have - dist, length)
 
 
 def decode_lzfse(src: bytes, size: int) -> bytes:

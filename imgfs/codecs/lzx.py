@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from imgfs.codecs import DecodeError
+from imgfs.codecs import DecodeError, copy_match
 from imgfs.codecs.huffman import decode_table
 
 WIM_CHUNK_SIZE = 32768
@@ -300,11 +300,7 @@ def _decode_symbols(bits: _Bits, out: bytearray, block_end: int, out_size: int, 
         end = opos + length
         if end > out_size:
             raise DecodeError(f"a match at output byte {opos} runs to byte {end}, past the stated {out_size}")
-        start = opos - offset
-        if offset >= length:
-            out += out[start : end - offset]
-        else:  # overlapping: the last ``offset`` bytes repeat
-            out += (out[start:opos] * (length // offset + 1))[:length]
+        copy_match(out, opos - offset, length)
         opos = end
     bits.wi, bits.buf, bits.nbits = wi, buf, nbits
     state.recent = [r0, r1, r2]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from imgfs.codecs import DecodeError
+from imgfs.codecs import DecodeError, copy_match
 from imgfs.codecs.huffman import decode_table
 
 BLOCK_SIZE = 65536  # output bytes per Huffman table
@@ -110,11 +110,7 @@ def _block(src: bytes, n: int, pos: int, out: bytearray, block_end: int, out_siz
         end = opos + length
         if end > out_size:
             raise DecodeError(f"a match at output byte {opos} runs to byte {end}, past the stated {out_size}")
-        start = opos - offset
-        if offset >= length:
-            out += out[start:end - offset]
-        else:  # overlapping: the last ``offset`` bytes repeat
-            out += (out[start:opos] * (length // offset + 1))[:length]
+        copy_match(out, opos - offset, length)
         opos = end
     if pos > n and (pos - n) * 8 > nbits:
         raise _truncated(pos, opos, out_size)
@@ -200,11 +196,7 @@ def decompress_plain(data: bytes, out_size: int) -> bytes:
         end = opos + length
         if end > out_size:
             raise DecodeError(f"a match at output byte {opos} runs to byte {end}, past the stated {out_size}")
-        start = opos - offset
-        if offset >= length:
-            out += out[start : end - offset]
-        else:
-            out += (out[start:opos] * (length // offset + 1))[:length]
+        copy_match(out, opos - offset, length)
         opos = end
     return bytes(out)
 
