@@ -4,8 +4,8 @@ bad-input tests (checksums, loops, depth, extents past the end, key bags).
 
 The editor works on the container's bytes in memory: it reads and writes whole blocks, re-serializes the
 leaf nodes it changes (variable- and fixed-size entries), and recomputes Fletcher-64 checksums. It is
-independent of imgfs's reader on purpose: only the checksum comes from there, as the tests trust it
-(and the real-world images check it).
+independent of imgfs's reader on purpose, down to the checksum: ``fletcher64`` here is the
+Reference's definition as a plain loop, and the test of imgfs's faster one compares the two.
 """
 
 from __future__ import annotations
@@ -14,14 +14,24 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgfs.filesystems.apfs.objects import fletcher64
-
 BLOCK = 4096
 OBJ = struct.Struct("<QQQII")
 NODE = struct.Struct("<HHI8H")
 INFO_SIZE = 40
 ROOT, LEAF, FIXED = 1, 2, 4
 INODE, FILE_EXTENT, DIR_REC, SNAP_METADATA = 3, 8, 9, 1
+
+
+def fletcher64(data: bytes) -> int:
+    """The Reference's Fletcher-64: over the 32-bit little-endian words after the stored checksum, the
+    running sum and the sum of running sums modulo 2**32 - 1, folded into the two check words."""
+    low = high = 0
+    for (word,) in struct.iter_unpack("<I", data[8 : 8 + (len(data) - 8) // 4 * 4]):
+        low = (low + word) % 0xFFFFFFFF
+        high = (high + low) % 0xFFFFFFFF
+    check_low = 0xFFFFFFFF - ((low + high) % 0xFFFFFFFF)
+    check_high = 0xFFFFFFFF - ((low + check_low) % 0xFFFFFFFF)
+    return check_high << 32 | check_low
 
 
 def j_key(oid: int, kind: int) -> bytes:

@@ -20,12 +20,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from apfs_editor import BLOCK, Container, take_snapshot_and_change
+from apfs_editor import BLOCK, Container, fletcher64, take_snapshot_and_change
 from apfslib import FSX, apfs_filesystems, imgfs_listing, sha256
 from conftest import read_errno
 from corpuslib import CORPUS, info_layers, mount_refusal
 
 from imgfs.errors import CorruptImage, EncryptedImage, ImageError, UnsupportedFormat
+from imgfs.filesystems.apfs import objects
 
 ENCRYPTED = CORPUS / "dmg" / "go-apfs-v2" / "encrypted.img.gz"
 
@@ -65,6 +66,18 @@ def test_a_snapshot_shows_the_tree_as_it_was(snapshotted: Path) -> None:
     assert contents(view.target) == {"/gone.txt": sha256(b"will be deleted\n"),
                                      "/changed.txt": sha256(b"version one\n"), "/kept.txt": sha256(b"keep\n")}
     assert view.target.describe()["snapshot"] == "before the change"
+
+
+@pytest.mark.parametrize("size", [4096, 16384, 65536, 4097, 8, 12])
+def test_the_fast_checksum_is_the_references(size: int) -> None:
+    """imgfs's Fletcher-64 (two big-integer remainders) against the Reference's loop, on random blocks and
+    on the extremes: all zeros, all ones (every word at the modulus), one word set; a good block passes."""
+    blocks = [os.urandom(size), bytes(size), b"\xff" * size, bytes(size - 4) + b"\x01\x00\x00\x80"]
+    for block in blocks:
+        assert objects.fletcher64(block) == fletcher64(block), block[:16].hex()
+        sealed = fletcher64(block).to_bytes(8, "little") + block[8:]
+        assert objects.checksum_ok(sealed)
+        assert not objects.checksum_ok((fletcher64(block) ^ 1).to_bytes(8, "little") + block[8:])
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(snapshotted: Path, tmp_path: Path,

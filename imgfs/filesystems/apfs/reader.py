@@ -49,6 +49,9 @@ MAX_SYMLINK_SIZE = 4096
 _FILE_TYPES = (stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK)
 
 
+_new = tuple.__new__
+
+
 class Handle(NamedTuple):
     ino: int
     private_id: int  # the data stream's id (shared by clones)
@@ -102,36 +105,42 @@ class ApfsFilesystem(Filesystem):
         children: dict[str, Node] = NameMap() if self.volume.superblock.hashed_names else {}
         entries = list(self.volume.entries(handle.ino))
         inodes = self.volume.inodes([entry.file_id for entry in entries])
-        for entry in entries:
-            name = os.fsdecode(entry.name).replace("/", ":")
+        make = self._node
+        for raw, file_id, kind in entries:
+            name = raw.decode("utf-8", "surrogateescape")  # as the mount encodes names back to the kernel
+            if "/" in name:
+                name = name.replace("/", ":")
             if not name or name in (".", "..") or "\0" in name:
                 continue
-            found = inodes.get(entry.file_id)
+            found = inodes.get(file_id)
             if found is None:
-                raise CorruptImage(f"{self.volume.name}: {name!r} names inode {entry.file_id}, which is missing",
+                raise CorruptImage(f"{self.volume.name}: {name!r} names inode {file_id}, which is missing",
                                    layer=LAYER)
-            children[name] = self._node(name, found[0], entry.kind, found[1])
+            children[name] = make(name, found[0], kind, found[1])
         return children
 
     def _node(self, name: str, inode: rec.Inode, dt: int = 0, has_xattrs: Optional[bool] = None) -> Node:
-        mode = inode.mode
-        if not stat.S_IFMT(mode):
+        (_parent, private_id, _created, mtime, ctime, atime, _flags, nlink, _class, _generation, bsd_flags, uid, gid,
+         mode, _pad, _uncompressed, ino, stream_size, device) = inode  # one unpacking: a listing makes thousands
+        kind = mode & 0o170000
+        if not kind:
             mode |= rec.DT_TO_MODE.get(dt, stat.S_IFREG)
-        kind = stat.S_IFMT(mode)
-        size, target, rdev = 0, None, 0
+            kind = mode & 0o170000
+        size, target, rdev, compressed = stream_size, None, 0, False
         if kind == stat.S_IFREG:
-            size = self._compressed_size(inode) if inode.compressed else inode.size
+            if bsd_flags & rec.UF_COMPRESSED:
+                compressed = True
+                size = self._compressed_size(inode)
         elif kind == stat.S_IFLNK:
             target = self._symlink(inode)
             size = len(target)
-        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-            rdev = os.makedev(inode.rdev >> 24 & 0xFF, inode.rdev & 0xFFFFFF)
-        nlink = max(1, inode.nlink) if kind != stat.S_IFDIR else max(1, inode.nlink)
-        handle = Handle(inode.ino, inode.private_id, inode.size, inode.compressed and kind == stat.S_IFREG,
-                        has_xattrs)
-        return Node(name, mode, size=size, ino=_shown_ino(inode.ino), nlink=nlink, uid=inode.uid, gid=inode.gid,
-                    mtime_ns=inode.mtime_ns, atime_ns=inode.atime_ns, ctime_ns=inode.ctime_ns, rdev=rdev,
-                    target=target, handle=handle)
+        else:
+            size = 0
+            if kind == stat.S_IFCHR or kind == stat.S_IFBLK:
+                rdev = os.makedev(device >> 24 & 0xFF, device & 0xFFFFFF)
+        handle = _new(Handle, (ino, private_id, stream_size, compressed, has_xattrs))
+        return Node(name, mode, size, ino if ino <= MAX_INO else _shown_ino(ino), nlink if nlink > 0 else 1, uid, gid,
+                    mtime, atime, ctime, rdev, target, handle)
 
     def _symlink(self, inode: rec.Inode) -> bytes:
         xattr = self.volume.xattr(inode.ino, SYMLINK_XATTR)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from itertools import repeat
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.apfs.objects import LAYER
+
+if TYPE_CHECKING:
+    from imgfs.filesystems.apfs.btree import TreeNode
 
 OBJ_ID_MASK = (1 << 60) - 1
 TYPE_SHIFT = 60
@@ -30,51 +34,55 @@ XATTR_VALUE = struct.Struct("<HH")
 EXTENT_VALUE = struct.Struct("<QQQ")  # length and flags, physical block, crypto id
 DSTREAM = struct.Struct("<QQQQQ")  # size, allocated size, default crypto id, bytes written, bytes read
 XATTR_DSTREAM = struct.Struct("<Q")  # the stream's object id, before its j_dstream_t
+XF_HEAD = struct.Struct("<HH")  # xf_blob_t: count, bytes used; then count x_field_t (type, flags, size)
+XF_TABLES = [struct.Struct("<" + "BBH" * count) for count in range(8)]
+U64, U32 = struct.Struct("<Q"), struct.Struct("<I")
 EXTENT_LENGTH_MASK = (1 << 56) - 1
 HASHED_NAME_LENGTH_MASK = 0x3FF
+INVALID_OFFSET = 0xFFFF  # a table-of-contents entry without a value
 
 XATTR_DATA_STREAM, XATTR_DATA_EMBEDDED, XATTR_FS_OWNED = 0x1, 0x2, 0x4
-INO_EXT_NAME, INO_EXT_DSTREAM, INO_EXT_SPARSE_BYTES, INO_EXT_RDEV = 4, 8, 13, 14
+INO_EXT_DSTREAM, INO_EXT_RDEV = 8, 14
 INODE_HAS_UNCOMPRESSED_SIZE = 0x40000
 UF_COMPRESSED = 0x20
 DT_TO_MODE = {1: 0o010000, 2: 0o020000, 4: 0o040000, 6: 0o060000, 8: 0o100000, 10: 0o120000, 12: 0o140000}
 
 
-def fs_key(data: bytes) -> tuple[int, ...]:
-    """A filesystem-tree key as a comparable tuple: (object id, type), and for a file extent its
-    logical address; a listing only ever needs the (object id, type) prefix to be in order."""
+def fs_key(data: bytes) -> int:
+    """A filesystem-tree key as one comparable integer: the object id, then the record type (``key(oid,
+    kind)``). The rest of a key (a name's hash, an extent's logical address) only orders records of one
+    object and type, which are always read together, in the order they are stored."""
+    if len(data) < 8:
+        raise ValueError(f"a key of {len(data)} bytes, shorter than its object id and type")
     head = int.from_bytes(data[:8], "little")
-    kind = head >> TYPE_SHIFT
-    if kind == FILE_EXTENT and len(data) >= 16:
-        return head & OBJ_ID_MASK, kind, int.from_bytes(data[8:16], "little")
-    return head & OBJ_ID_MASK, kind
+    return (head & OBJ_ID_MASK) << 4 | head >> TYPE_SHIFT
+
+
+def fs_keys(node: TreeNode) -> list[int]:
+    """``fs_key`` of every entry of a node at once, read in place (a listing parses thousands)."""
+    if node.entry_count and min(node.key_lengths) < 8:
+        raise ValueError("a key shorter than its 8-byte object id and type")
+    return [(head & OBJ_ID_MASK) << 4 | head >> TYPE_SHIFT
+            for (head,) in map(U64.unpack_from, repeat(node, node.entry_count), node.key_starts)]
+
+
+def key(oid: int, kind: int) -> int:
+    """The ``fs_key`` of records of object ``oid`` and type ``kind``."""
+    return oid << 4 | kind
+
+
+def span(oid: int, kind: int) -> tuple[int, int]:
+    """The keys of all the records of object ``oid`` and type ``kind``, as ``BTree.records`` takes them."""
+    return oid << 4 | kind, (oid << 4 | kind) + 1
 
 
 def _error(message: str) -> CorruptImage:
     return CorruptImage(message, layer=LAYER)
 
 
-def extended_fields(value: bytes, start: int) -> dict[int, bytes]:
-    """The extended fields (``xf_blob_t``) at ``start`` of a value, by type; empty when there are none."""
-    if len(value) < start + 4:
-        return {}
-    count, used = struct.unpack_from("<HH", value, start)
-    data_start = start + 4 + 4 * count
-    if data_start + used > len(value):
-        raise _error(f"extended fields: {count} fields of {used} bytes overrun a {len(value)}-byte record")
-    fields: dict[int, bytes] = {}
-    pos = data_start
-    for i in range(count):
-        kind, _flags, size = struct.unpack_from("<BBH", value, start + 4 + 4 * i)
-        if pos + size > data_start + used:
-            raise _error(f"extended field {i} (type {kind}, {size} bytes) runs past the record")
-        fields.setdefault(kind, value[pos : pos + size])
-        pos += (size + 7) & ~7
-    return fields
-
-
 class Inode(NamedTuple):
-    ino: int
+    """An inode record: ``j_inode_val_t``'s fields in their order, then the id and two extended fields."""
+
     parent: int
     private_id: int
     create_ns: int
@@ -83,14 +91,17 @@ class Inode(NamedTuple):
     atime_ns: int
     internal_flags: int
     nlink: int  # a file's link count, or a folder's number of children
+    protection_class: int
+    generation: int
     bsd_flags: int
     uid: int
     gid: int
     mode: int
+    pad: int
     uncompressed_size: int
+    ino: int
     size: int  # the data stream's logical size (0 without one)
     rdev: int  # BSD dev_t, for device files
-    name: str
 
     @property
     def compressed(self) -> bool:
@@ -98,18 +109,36 @@ class Inode(NamedTuple):
 
     @classmethod
     def parse(cls, ino: int, value: bytes) -> Inode:
-        if len(value) < INODE_VALUE.size:
-            raise _error(f"inode {ino}: the record is {len(value)} bytes, shorter than an inode")
-        (parent, private_id, create, mod, change, access, flags, nlink, _prot, _gen, bsd, uid, gid, mode, _pad,
-         uncompressed) = INODE_VALUE.unpack_from(value)
-        fields = extended_fields(value, INODE_VALUE.size)
-        dstream = fields.get(INO_EXT_DSTREAM, b"")
-        size = DSTREAM.unpack_from(dstream)[0] if len(dstream) >= DSTREAM.size else 0
-        rdev_field = fields.get(INO_EXT_RDEV, b"")
-        rdev = int.from_bytes(rdev_field[:4], "little") if len(rdev_field) >= 4 else 0
-        name = fields.get(INO_EXT_NAME, b"").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        return cls(ino, parent, private_id, create, mod, change, access, flags, nlink, bsd, uid, gid, mode,
-                   uncompressed, size, rdev, name)
+        return parse_inode(ino, value, 0, len(value))
+
+
+_new = tuple.__new__
+
+
+def parse_inode(ino: int, data: bytes, start: int, end: int) -> Inode:
+    """The inode record whose value is ``data[start:end]`` (read in place: a listing parses thousands)."""
+    if end - start < INODE_VALUE.size:
+        raise _error(f"inode {ino}: the record is {end - start} bytes, shorter than an inode")
+    size = rdev = -1  # the first field of each type counts
+    head = start + INODE_VALUE.size
+    if end - head >= 4:
+        count, used = XF_HEAD.unpack_from(data, head)
+        pos = head + 4 + 4 * count
+        limit = pos + used
+        if limit > end:
+            raise _error(f"inode {ino}: {count} extended fields of {used} bytes overrun a {end - start}-byte record")
+        table = (XF_TABLES[count] if count < len(XF_TABLES) else struct.Struct("<" + "BBH" * count)).unpack_from(
+            data, head + 4)
+        for at in range(0, 3 * count, 3):
+            kind, length = table[at], table[at + 2]
+            if pos + length > limit:
+                raise _error(f"inode {ino}: extended field (type {kind}, {length} bytes) runs past the record")
+            if kind == INO_EXT_DSTREAM and size < 0:
+                size = U64.unpack_from(data, pos)[0] if length >= DSTREAM.size else 0
+            elif kind == INO_EXT_RDEV and rdev < 0:
+                rdev = U32.unpack_from(data, pos)[0] if length >= 4 else 0
+            pos += (length + 7) & ~7
+    return _new(Inode, INODE_VALUE.unpack_from(data, start) + (ino, size if size > 0 else 0, rdev if rdev > 0 else 0))
 
 
 class DirEntry(NamedTuple):
@@ -125,7 +154,28 @@ def parse_drec(key: bytes, value: bytes, hashed: bool) -> DirEntry:
     if len(value) < DREC_VALUE.size:
         raise _error(f"directory record {name!r}: the value is {len(value)} bytes")
     file_id, _added, flags = DREC_VALUE.unpack_from(value)
-    return DirEntry(name, file_id, flags & 0xF)
+    return _new(DirEntry, (name, file_id, flags & 0xF))
+
+
+def parse_drecs(node: TreeNode, start: int, stop: int, hashed: bool) -> list[DirEntry]:
+    """The directory records that are entries ``start`` to ``stop - 1`` of a leaf, read in place: a listing
+    parses one per child."""
+    found = []
+    unpack, length_of = DREC_VALUE.unpack_from, U32.unpack_from
+    starts, lengths, offsets, end = node.key_starts, node.key_lengths, node.value_offsets, node.values_end
+    for i in range(start, stop):
+        k0, v0 = starts[i], end - offsets[i]
+        k1 = k0 + lengths[i]
+        if node.value_lengths[i] < DREC_VALUE.size or offsets[i] == INVALID_OFFSET:
+            k0, k1, v0, v1 = node.entry(i)
+            parse_drec(node[k0:k1], node[v0:v1], hashed)  # raises the record's error
+        if hashed and k1 - k0 >= 12 and (length_of(node, k0 + 8)[0] & HASHED_NAME_LENGTH_MASK) + 12 == k1 - k0:
+            name = node[k0 + 12 : k1 - 1] if node[k1 - 1] == 0 else node[k0 + 12 : k1]  # the usual layout
+        else:
+            name = _drec_name(node[k0:k1], hashed)
+        file_id, _added, flags = unpack(node, v0)
+        found.append(_new(DirEntry, (name, file_id, flags & 0xF)))
+    return found
 
 
 def _drec_name(key: bytes, hashed: bool) -> bytes:
@@ -180,13 +230,14 @@ class FileExtent:
     crypto_id: int
 
 
-def parse_extent(key: tuple[int, ...], value: bytes) -> FileExtent:
-    """A file extent record, or a sealed volume's ``fext_tree_val_t`` (no crypto id)."""
-    if len(key) < 3 or len(value) < 16:
-        raise _error(f"file extent record of object {key[0]} too short")
+def parse_extent(key: bytes, value: bytes) -> FileExtent:
+    """A file extent record (``j_file_extent_key_t``: the object id and type, then the logical address), or a
+    sealed volume's (``fext_tree_key_t``: the data stream id, then the address; no crypto id in the value)."""
+    if len(key) < 16 or len(value) < 16:
+        raise _error(f"file extent record of object {int.from_bytes(key[:8], 'little') & OBJ_ID_MASK} too short")
     length_flags, block = struct.unpack_from("<QQ", value)
     crypto_id = EXTENT_VALUE.unpack_from(value)[2] if len(value) >= EXTENT_VALUE.size else 0
-    return FileExtent(key[2], length_flags & EXTENT_LENGTH_MASK, block, crypto_id)
+    return FileExtent(U64.unpack_from(key, 8)[0], length_flags & EXTENT_LENGTH_MASK, block, crypto_id)
 
 
 def symlink_target(value: Optional[bytes]) -> bytes:

@@ -42,14 +42,15 @@ def snapshots(tree: VolumeTree) -> list[Snapshot]:
                  rec.fs_key, verify=True)
     found: list[Snapshot] = []
     for key, record in meta.all_records():
-        if key[1] != rec.SNAP_METADATA:
+        xid, kind = key >> 4, key & 0xF  # records.fs_key: the object id (a snapshot's transaction), the type
+        if kind != rec.SNAP_METADATA:
             continue
         if len(record.value) < SNAP_METADATA.size or len(found) >= MAX_SNAPSHOTS:
-            raise CorruptImage(f"{tree.name}: snapshot record of transaction {key[0]} is damaged", layer=LAYER)
+            raise CorruptImage(f"{tree.name}: snapshot record of transaction {xid} is damaged", layer=LAYER)
         _ref, block, created, _changed, _inum, _type, _flags, length = SNAP_METADATA.unpack_from(record.value)
         raw = record.value[SNAP_METADATA.size : SNAP_METADATA.size + length]
-        name = raw.split(b"\0", 1)[0].decode("utf-8", "replace") or f"xid {key[0]}"
-        found.append(Snapshot(key[0], name, block, created))
+        name = raw.split(b"\0", 1)[0].decode("utf-8", "replace") or f"xid {xid}"
+        found.append(Snapshot(xid, name, block, created))
     return sorted(found, key=lambda s: s.xid)
 
 

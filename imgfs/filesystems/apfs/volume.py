@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # cryptography is imported only when a volume is encrypted: i
     from imgfs.filesystems.apfs.crypto import VolumeCipher
 
 MAX_EXTENTS = 1 << 20  # a file this fragmented is damage (or far past what a mount can list)
+XATTR_AFTER_INODE = rec.XATTR - rec.INODE  # an inode's key, plus this: the key of its extended attributes
 
 
 def _fext_key(data: bytes) -> tuple[int, int]:
@@ -49,7 +50,7 @@ class VolumeTree:
         physical = superblock.root_tree_type & STORAGE_MASK == OBJ_PHYSICAL
         self.tree = BTree(blocks, cache, node_cache_id or new_cache_id(), superblock.root_tree_oid,
                           f"{name} filesystem", rec.fs_key, resolve=None if physical else self._resolve,
-                          decrypt=cipher.decrypt_metadata if cipher else None, verify=verify)
+                          decrypt=cipher.decrypt_metadata if cipher else None, verify=verify, keys_of=rec.fs_keys)
         self.stream_cache_id = new_cache_id()
         # a sealed volume (a Mac's signed system volume) keeps its files' extents in a tree of their own
         self.fext: Optional[BTree] = None
@@ -64,7 +65,7 @@ class VolumeTree:
     # -- records -------------------------------------------------------------------------------------
 
     def inode(self, ino: int) -> rec.Inode:
-        found = self.tree.find((ino, rec.INODE))
+        found = self.tree.find(rec.key(ino, rec.INODE))
         if found is None:
             raise CorruptImage(f"{self.name}: inode {ino} is missing from the filesystem tree", layer=LAYER)
         return rec.Inode.parse(ino, found.value)
@@ -72,28 +73,38 @@ class VolumeTree:
     def inodes(self, inos: list[int]) -> dict[int, tuple[rec.Inode, Optional[bool]]]:
         """The inodes of ``inos`` (a folder's children: mostly neighbours in the tree) that exist, each with
         whether it has extended attributes: their records sort right after the inode's, so the next key in
-        its leaf tells (None when the inode ends its leaf)."""
-        found = self.tree.find_many(sorted((ino, rec.INODE) for ino in set(inos)))
-        return {key[0]: (rec.Inode.parse(key[0], record.value),
-                         None if after is None else after[:2] == (key[0], rec.XATTR))
-                for key, (record, after) in found.items()}
+        its leaf tells (None when the inode ends its leaf). Searched for leaf by leaf, never by a pass over
+        the records between: a subfolder's thousands of entries may lie between two of its siblings."""
+        found: dict[int, tuple[rec.Inode, Optional[bool]]] = {}
+        parse = rec.parse_inode
+        for key, leaf, index in self.tree.find_many(sorted(rec.key(ino, rec.INODE) for ino in set(inos))):
+            keys = leaf.keys
+            assert keys is not None  # find_many parsed them
+            _, _, v0, v1 = leaf.entry(index)
+            has_xattrs = keys[index + 1] == key + XATTR_AFTER_INODE if index + 1 < len(keys) else None
+            found[key >> 4] = parse(key >> 4, leaf, v0, v1), has_xattrs
+        return found
 
     def entries(self, ino: int) -> Iterator[rec.DirEntry]:
         hashed = self.superblock.hashed_names
-        for _key, record in self.tree.records((ino, rec.DIR_REC)):
-            yield rec.parse_drec(record.key, record.value, hashed)
+        for leaf, start, stop in self.tree.ranges(*rec.span(ino, rec.DIR_REC)):
+            yield from rec.parse_drecs(leaf, start, stop, hashed)
 
     def xattrs(self, ino: int) -> list[rec.Xattr]:
-        return [rec.parse_xattr(record.key, record.value) for _key, record in self.tree.records((ino, rec.XATTR))]
+        xattrs = self.tree.records(*rec.span(ino, rec.XATTR))
+        return [rec.parse_xattr(record.key, record.value) for _key, record in xattrs]
 
     def xattr(self, ino: int, name: str) -> Optional[rec.Xattr]:
         return next((x for x in self.xattrs(ino) if x.name == name), None)
 
     def extents(self, stream_id: int) -> list[rec.FileExtent]:
         found = []
-        tree, prefix = (self.fext, (stream_id,)) if self.fext is not None else (self.tree, (stream_id, rec.FILE_EXTENT))
-        for key, record in tree.records(prefix):
-            found.append(rec.parse_extent((key[0], rec.FILE_EXTENT, key[-1]), record.value))
+        if self.fext is not None:
+            records = self.fext.records((stream_id,), (stream_id + 1,))
+        else:
+            records = self.tree.records(*rec.span(stream_id, rec.FILE_EXTENT))
+        for _key, record in records:
+            found.append(rec.parse_extent(record.key, record.value))
             if len(found) > MAX_EXTENTS:
                 raise CorruptImage(f"{self.name}: data stream {stream_id} has more than {MAX_EXTENTS} extents",
                                    layer=LAYER)
