@@ -49,6 +49,8 @@ class OpenedImage:
     layers: list[dict[str, Any]]  # what ``imgfs info`` shows, outermost first
     opened: list[tuple[Layer, str]] = field(default_factory=list)  # every layer and its name, outermost first
     empty_reason: str = ""  # why nothing at all can be shown, when that is so
+    # a container whose disk holds no format imgfs knows: nothing is shown, but its own checks can still run
+    refusal: Optional[ImageError] = None
 
     @property
     def fs(self) -> Filesystem:
@@ -60,6 +62,8 @@ class OpenedImage:
 
     def require_content(self) -> None:
         """Refuse, in one line, an image in which nothing at all can be shown."""
+        if self.refusal is not None:
+            raise self.refusal
         if self.empty_reason:
             raise UnsupportedFormat(self.empty_reason)
 
@@ -85,6 +89,7 @@ class _Assembly:
         self.mtime = _mtime(ctx.path)
         self.records: list[tuple[Layer, Described, dict[str, Any]]] = []
         self.views: list[View] = []
+        self.refusal: Optional[ImageError] = None
 
     def run(self) -> OpenedImage:
         source, stream = registry.open_source(self.ctx.path, self.ctx)
@@ -102,7 +107,7 @@ class _Assembly:
             raise
         empty = root.empty_reason if isinstance(root, VirtualFilesystem) else ""
         return OpenedImage(self.ctx.path, stream, self.tree, self._layers(),
-                           [(layer, _name(layer, what)) for layer, what, _ in self.records], empty)
+                           [(layer, _name(layer, what)) for layer, what, _ in self.records], empty, self.refusal)
 
     def _check_namespace(self) -> None:
         """namespace=NAME: refuse, in one line, an image none of whose filesystems offers that tree."""
@@ -140,7 +145,16 @@ class _Assembly:
         if isinstance(layer, Stream):  # a container: its disk is detected again
             if isinstance(what, registry.Format):
                 self.views.append(View(f"{what.name}.img", layer))
-            return self._open(layer, registry.KINDS, depth + 1, {})
+            try:
+                return self._open(layer, registry.KINDS, depth + 1, {})
+            except UnsupportedFormat as exc:
+                if not exc.tried or not all(isinstance(opened, Stream) for opened, _, _ in self.records):
+                    raise  # a format that knew the disk and refused it; or a volume's, shown raw (_volume)
+                # Nothing recognised in the disk of the image's container(s): that is the answer to a mount
+                # (require_content), but the containers' own checksums can still be verified (imgfs verify).
+                exc.described = self._layers()
+                self.refusal = exc
+                return VirtualFilesystem(0, self.mtime)
         raise TypeError(f"{_name(layer, what)}: an opener returned {type(layer).__name__}, not a layer")
 
     # -- volume sets -----------------------------------------------------------------------------------

@@ -74,6 +74,30 @@ def test_dmg_checksums_are_checked_by_verify_and_by_the_mount_option(tmp_path: P
         assert (root / "note.txt").read_text() == "Inside a DMG\n"
 
 
+def test_a_dmg_of_an_unknown_disk_is_verified_and_refused_as_before(tmp_path: Path) -> None:
+    """A DMG whose disk holds no format imgfs knows (a UFS volume, random bytes): the mount, ls and info refuse
+    it in the one line they always gave, but verify still checks the DMG's own checksums."""
+    disk = bytes(range(256)) * 8192 + b"middle".ljust(512, b"-") + bytes(range(256)) * 8192  # 4 MiB, nothing known
+    good = write_udif(tmp_path / "unknown.dmg", disk, codec="raw").path
+    done = run_imgfs("verify", str(good))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == f"{good}: OK (udif: CRC32 checksums of the data fork, each partition and the master " \
+                          "checksum)\n"
+    bad = tmp_path / "bad.dmg"
+    raw = bytearray(good.read_bytes())
+    raw[bytes(raw).index(b"middle")] ^= 0x20  # a raw run that no detection reads: only the checksums tell
+    bad.write_bytes(bytes(raw))
+    done = run_imgfs("verify", str(bad))
+    assert done.returncode == 1 and done.stdout.startswith(f"{bad}: 2 problem(s)"), done.stdout + done.stderr
+    assert "CRC32" in done.stderr, done.stderr
+    expected = f"imgfs: no known image format in {good} (udif) ({len(disk):,} bytes); `imgfs info -v {good}` " \
+               "lists what was tried"
+    for command in (["ls", str(good)], ["info", str(good)], [str(good), str(tmp_path)]):
+        done = run_imgfs(*command)
+        assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == expected, (command, done.stderr)
+    assert "whole disk" in run_imgfs("info", str(good)).stdout  # the DMG's table, as before
+
+
 def test_classic_hfs_mounts_and_a_damaged_one_is_one_line(tmp_path: Path) -> None:
     """Classic HFS was refused by name; it now mounts (see test_hfs.py). A master directory block without a
     catalog is refused in one line that says so."""

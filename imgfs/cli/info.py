@@ -44,6 +44,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     except ImageError as exc:
         return _partial(args, exc)
     try:
+        if image.refusal is not None:  # containers opened, and nothing known inside: as if it had failed there
+            return _partial(args, image.refusal)
         if args.json:
             print(json.dumps({"image": image.path, "layers": image.layers}, indent=2, default=str))
         else:
