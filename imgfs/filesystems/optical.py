@@ -15,8 +15,7 @@ from imgfs.errors import ImageError
 from imgfs.filesystems.base import Filesystem
 from imgfs.filesystems.iso9660 import NAMESPACES as ISO_NAMESPACES
 from imgfs.filesystems.iso9660 import IsoFilesystem
-from imgfs.filesystems.udf import UdfFilesystem
-from imgfs.filesystems.udf.volume import recognition_sequence
+from imgfs.filesystems.vrs import recognition_sequence
 from imgfs.io.stream import Stream
 from imgfs.layer import OpenContext
 from imgfs.registry import DISC_NAMESPACES as NAMESPACES  # richest first
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 def open_disc_filesystem(stream: Stream, ctx: OpenContext) -> Filesystem:
     """The filesystem ``ctx.namespace`` asks for, or the richest one on the disc."""
     if ctx.namespace == "udf":
-        return _offering(UdfFilesystem(stream, ctx), _iso_namespaces(stream, ctx))
+        return _offering(_udf(stream, ctx), _iso_namespaces(stream, ctx))
     if ctx.namespace in ISO_NAMESPACES:
         chosen = IsoFilesystem(stream, ctx)
         return _offering(chosen, (*chosen.namespaces, *(["udf"] if has_udf(stream) else [])))
@@ -40,7 +39,7 @@ def open_disc_filesystem(stream: Stream, ctx: OpenContext) -> Filesystem:
             raise iso_error
         return iso
     try:
-        udf = UdfFilesystem(stream, ctx)
+        udf = _udf(stream, ctx)
     except ImageError as exc:
         if iso is None:
             raise
@@ -48,6 +47,12 @@ def open_disc_filesystem(stream: Stream, ctx: OpenContext) -> Filesystem:
                     iso.namespace)
         return iso
     return _offering(udf, iso.namespaces if iso is not None else ())
+
+
+def _udf(stream: Stream, ctx: OpenContext) -> Filesystem:
+    from imgfs.filesystems.udf import UdfFilesystem  # imported for a disc with a UDF side only: 8 ms
+
+    return UdfFilesystem(stream, ctx)
 
 
 def has_udf(stream: Stream) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from imgfs.errors import CorruptImage, ImageError, UnsupportedFormat
+from imgfs.errors import CorruptImage, ImageError
 from imgfs.filesystems.udf.descriptors import (
     LAYER,
     TAG_AVDP,
@@ -34,13 +34,10 @@ from imgfs.filesystems.udf.descriptors import (
     parse_pvd,
     read_tag,
 )
+from imgfs.filesystems.vrs import CD_SECTOR, recognition_sequence
 from imgfs.io.stream import Stream
 
-CD_SECTOR = 2048
-VRS_OFFSET = 32768
 SECTOR_SIZES = (2048, 512, 4096)  # optical first: most UDF images are discs
-MAX_VRS_DESCRIPTORS = 64
-VRS_IDENTIFIERS = (b"BEA01", b"NSR02", b"NSR03", b"TEA01", b"CD001", b"CDW02", b"BOOT2")
 MAX_SEQUENCE_DESCRIPTORS = 512  # ECMA-167 bounds a sequence by its extent; this bounds a damaged one
 MAX_SEQUENCE_HOPS = 16  # volume descriptor pointers followed
 
@@ -78,26 +75,6 @@ def find_volume(stream: Stream, start_sector: int = 0) -> VolumeSet:
         raise CorruptImage("no anchor volume descriptor pointer at sector 256, N-256 or N for a sector size of "
                            f"{', '.join(map(str, SECTOR_SIZES))} bytes", layer=LAYER, offset=session + 256 * CD_SECTOR)
     raise _most_telling(problems)
-
-
-def recognition_sequence(stream: Stream, session: int) -> str:
-    """NSR02 or NSR03 from the volume recognition sequence at byte 32768 of the session."""
-    pos = session + VRS_OFFSET
-    seen_bea = False
-    for _ in range(MAX_VRS_DESCRIPTORS):
-        ident = stream.pread(pos + 1, 5)
-        if ident not in VRS_IDENTIFIERS:
-            break
-        if ident == b"BEA01":
-            seen_bea = True
-        elif ident in (b"NSR02", b"NSR03") and seen_bea:
-            return ident.decode()
-        elif ident == b"TEA01":
-            seen_bea = False
-        # each descriptor is 2048 bytes; on 4096-byte sectors each starts a sector of its own
-        pos += CD_SECTOR if stream.pread(pos + CD_SECTOR + 1, 5) in VRS_IDENTIFIERS else 2 * CD_SECTOR
-    raise UnsupportedFormat(f"no UDF volume recognition sequence (BEA01 then NSR02 or NSR03) at byte "
-                            f"{session + VRS_OFFSET}", layer=LAYER, offset=session + VRS_OFFSET)
 
 
 def _anchor_sectors(stream: Stream, session: int, sector_size: int) -> list[int]:
