@@ -66,6 +66,8 @@ def fletcher64(data: bytes) -> int:
     """
     end = 8 + (len(data) - 8) // 4 * 4
     count = (end - 8) // 4
+    if count >= 1 << 16:
+        raise ValueError(f"{len(data)} bytes: an object is at most {MAX_BLOCK_SIZE} bytes")  # q would not fit
     body = int.from_bytes(data[8:end], "little")
     both = _fold_mod_m2(body, count)  # S0 + M*S1 (mod M**2)
     sum_mod_m = both % MOD32
