@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from operator import add, le
 from typing import Any, Callable, NamedTuple, Optional, cast
 
@@ -61,8 +60,8 @@ class Info(NamedTuple):
 class TreeNode(bytes):
     """A node's bytes with its header and table of contents read once, and checked: every key and value
     lies inside the node. Entry ``i`` is the key ``self[k0:k1]`` and the value ``self[v0:v1]`` for
-    ``(k0, k1, v0, v1) = entry(i)``; ``entries`` lists them all (made on first use: a search reads a node's
-    keys, and then the one value it wants)."""
+    ``(k0, k1, v0, v1) = entry(i)``, made when asked for: a search reads a node's keys, and then the one
+    value it wants."""
 
     paddr: int
     flags: int
@@ -85,10 +84,6 @@ class TreeNode(bytes):
             return k0, k0 + self.key_lengths[i], self.values_end, self.values_end
         v0 = self.values_end - v_off
         return k0, k0 + self.key_lengths[i], v0, v0 + self.value_lengths[i]
-
-    @cached_property
-    def entries(self) -> list[tuple[int, int, int, int]]:
-        return [self.entry(i) for i in range(self.entry_count)]
 
 
 class Record(NamedTuple):

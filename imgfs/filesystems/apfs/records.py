@@ -103,10 +103,6 @@ class Inode(NamedTuple):
     size: int  # the data stream's logical size (0 without one)
     rdev: int  # BSD dev_t, for device files
 
-    @property
-    def compressed(self) -> bool:
-        return bool(self.bsd_flags & UF_COMPRESSED)
-
     @classmethod
     def parse(cls, ino: int, value: bytes) -> Inode:
         return parse_inode(ino, value, 0, len(value))
