@@ -8,6 +8,8 @@ master CRC32s; ``-o verify`` checks them before mounting and refuses a mismatch 
 from __future__ import annotations
 
 import subprocess
+import time
+import zlib
 from pathlib import Path
 
 import cdwriter as cw
@@ -15,6 +17,8 @@ import pytest
 from conftest import run_imgfs
 from corpuslib import mounted, refusal_line
 from udifwriter import write_udif
+
+from imgfs.containers.dmg.verify import crc32_of_zeros
 
 
 def _disc(tmp_path: Path) -> tuple[Path, Path]:
@@ -96,6 +100,31 @@ def test_a_dmg_of_an_unknown_disk_is_verified_and_refused_as_before(tmp_path: Pa
         done = run_imgfs(*command)
         assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == expected, (command, done.stderr)
     assert "whole disk" in run_imgfs("info", str(good)).stdout  # the DMG's table, as before
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 4095, 65537, (1 << 20) + 3, 5 << 20])
+def test_the_crc_of_a_zero_run_is_zlibs(length: int) -> None:
+    for seed in (0, 1, 0xDEADBEEF, zlib.crc32(b"before the run")):
+        assert crc32_of_zeros(length, seed) == zlib.crc32(bytes(length), seed)
+
+
+def test_a_zero_run_of_petabytes_is_verified_at_once(tmp_path: Path) -> None:
+    """A hostile DMG's zero run may claim 2**49 bytes: its CRC is computed, not fed a MiB at a time (the fuzzer
+    found verify spending minutes on one). The writer's checksum leaves the run out, so verify says so."""
+    def add_zero_run(parts, fork) -> None:  # noqa: ANN001 - udifwriter's
+        part = parts[0]
+        end = part.runs[-2][2] + part.runs[-2][3]  # the last run before the terminator
+        part.runs.insert(-1, (0, 0, end, 1 << 40, 0, 0))
+        kind, comment, _, sectors, offset, length = part.runs[-1]
+        part.runs[-1] = (kind, comment, end + (1 << 40), sectors, offset, length)
+        part.sectors += 1 << 40
+
+    image = write_udif(tmp_path / "huge.dmg", bytes(range(256)) * 8192, codec="raw", edit=add_zero_run).path
+    started = time.monotonic()
+    done = run_imgfs("verify", str(image))
+    assert time.monotonic() - started < 10
+    assert done.returncode == 1 and "1 problem(s)" in done.stdout, done.stdout + done.stderr
+    assert "partition 'whole disk (Apple_HFS : 0)': CRC32 is " in done.stderr, done.stderr
 
 
 def test_classic_hfs_mounts_and_a_damaged_one_is_one_line(tmp_path: Path) -> None:

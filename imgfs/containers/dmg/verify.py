@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from imgfs.containers.dmg.udif import UdifImage
 
 _STEP = 1 << 20
-_ZEROS = bytes(_STEP)
+_CRC32_POLYNOMIAL = 0xEDB88320  # reflected, as zlib.crc32
 
 
 def verify_image(image: UdifImage, progress: Progress = no_progress) -> list[str]:
@@ -80,11 +80,52 @@ def _partition_crc(image: UdifImage, table: int, advance: Callable[[int], None])
             continue
         advance(piece.length)  # in bytes of the disk, for the progress line
         if piece.kind in HOLES:
-            for at in range(0, piece.length, _STEP):
-                crc = zlib.crc32(_ZEROS[: min(_STEP, piece.length - at)], crc)
+            crc = crc32_of_zeros(piece.length, crc)
         elif piece.kind == RAW:
             for at in range(0, piece.length, _STEP):
                 crc = zlib.crc32(image.pread(piece.start + at, min(_STEP, piece.length - at)), crc)
         else:
             crc = zlib.crc32(image.decode(i), crc)
     return crc
+
+
+def crc32_of_zeros(length: int, crc: int = 0) -> int:
+    """``zlib.crc32(bytes(length), crc)`` in time logarithmic in ``length``: a zero run may claim petabytes.
+
+    Feeding a zero bit to the CRC register is a linear map over GF(2), a 32x32 bit matrix (as zlib's
+    crc32_combine uses it); feeding 2**k zero bytes is that map raised to the power 8 * 2**k, one squaring
+    after another. The register is the CRC with its bits inverted, before and after."""
+    register = crc ^ 0xFFFFFFFF
+    k = 0
+    while length:
+        if length & 1:
+            register = _gf2_times(_zero_bytes_operator(k), register)
+        length >>= 1
+        k += 1
+    return register ^ 0xFFFFFFFF
+
+
+def _gf2_times(matrix: tuple[int, ...], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+_OPERATORS: list[tuple[int, ...]] = []  # [k]: feeding 2**k zero bytes
+
+
+def _zero_bytes_operator(k: int) -> tuple[int, ...]:
+    if not _OPERATORS:
+        one_bit = (_CRC32_POLYNOMIAL, *(1 << (n - 1) for n in range(1, 32)))
+        one_byte = one_bit
+        for _ in range(3):
+            one_byte = tuple(_gf2_times(one_byte, one_byte[n]) for n in range(32))
+        _OPERATORS.append(one_byte)
+    while len(_OPERATORS) <= k:
+        last = _OPERATORS[-1]
+        _OPERATORS.append(tuple(_gf2_times(last, last[n]) for n in range(32)))
+    return _OPERATORS[k]
