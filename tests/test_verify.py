@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cdwriter as cw
 import pytest
+from applewriter import write_sparseimage
 from conftest import run_imgfs
 from corpuslib import mounted, refusal_line
 from udifwriter import write_udif
@@ -100,6 +101,10 @@ def test_a_dmg_of_an_unknown_disk_is_verified_and_refused_as_before(tmp_path: Pa
         done = run_imgfs(*command)
         assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == expected, (command, done.stderr)
     assert "whole disk" in run_imgfs("info", str(good)).stdout  # the DMG's table, as before
+    sparse = tmp_path / "unknown.sparseimage"
+    write_sparseimage(sparse, disk)  # a container without checksums: nothing to check, nothing to show
+    done = run_imgfs("verify", str(sparse))
+    assert done.returncode == 1 and "no known image format" in done.stderr, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 8, 4095, 65537, (1 << 20) + 3, 5 << 20])

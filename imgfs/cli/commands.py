@@ -73,6 +73,7 @@ def verify(image: OpenedImage) -> int:
             checked.append(f"{name}: {layer.checks}")
             problems += layer.verify(progress)
     if not checked:
+        image.require_content()  # nothing checked, and nothing known inside: that is the answer
         print(f"{image.path}: nothing to verify (no layer of this image carries checksums)")
         return 0
     for problem in problems:
