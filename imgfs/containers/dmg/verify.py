@@ -115,17 +115,21 @@ def _gf2_times(matrix: tuple[int, ...], vector: int) -> int:
     return total
 
 
-_OPERATORS: list[tuple[int, ...]] = []  # [k]: feeding 2**k zero bytes
+_operators: tuple[tuple[int, ...], ...] = ()  # [k]: feeding 2**k zero bytes; replaced whole, never changed
 
 
 def _zero_bytes_operator(k: int) -> tuple[int, ...]:
-    if not _OPERATORS:
-        one_bit = (_CRC32_POLYNOMIAL, *(1 << (n - 1) for n in range(1, 32)))
-        one_byte = one_bit
-        for _ in range(3):
-            one_byte = tuple(_gf2_times(one_byte, one_byte[n]) for n in range(32))
-        _OPERATORS.append(one_byte)
-    while len(_OPERATORS) <= k:
-        last = _OPERATORS[-1]
-        _OPERATORS.append(tuple(_gf2_times(last, last[n]) for n in range(32)))
-    return _OPERATORS[k]
+    global _operators
+    known = _operators
+    if len(known) <= k:  # made once, up to the longest run met (threads racing here only repeat the work)
+        grown = list(known)
+        if not grown:
+            one_byte = (_CRC32_POLYNOMIAL, *(1 << (n - 1) for n in range(1, 32)))  # one zero bit
+            for _ in range(3):
+                one_byte = tuple(_gf2_times(one_byte, one_byte[n]) for n in range(32))
+            grown.append(one_byte)
+        while len(grown) <= k:
+            last = grown[-1]
+            grown.append(tuple(_gf2_times(last, last[n]) for n in range(32)))
+        _operators = known = tuple(grown)
+    return known[k]
