@@ -278,7 +278,7 @@ class IsoFilesystem(Filesystem):
         if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
             return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
         runs = self._runs(chain)
-        size = sum(length for _, length in runs) if len(runs) != 1 else runs[0][1]
+        size = runs[0][1] if len(runs) == 1 else sum(length for _, length in runs) if runs else 0
         ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
         if rr.zf is not None:
             size = rr.zf[3]
