@@ -34,7 +34,7 @@ from imgfs.filesystems.iso9660.records import (
     root_record,
 )
 from imgfs.filesystems.iso9660.zisofs import open_zisofs
-from imgfs.io.stream import ExtentStream, SliceStream, Stream, read_exact
+from imgfs.io.stream import BytesStream, ExtentStream, SliceStream, Stream, read_exact
 from imgfs.layer import OpenContext, View
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ NAMESPACES = ("rockridge", "joliet", "iso1999", "iso9660")  # richest first
 _VD_KIND = {"rockridge": "primary", "joliet": "joliet", "iso1999": "enhanced", "iso9660": "primary"}
 RR_MOVED_NAMES = ("rr_moved", ".rr_moved")
 _NO_ROCK_RIDGE = susp.RockRidge()  # what a record says without Rock Ridge: nothing
+_EMPTY = BytesStream(b"", "an empty file")  # what every empty file opens as (streams keep no state)
 MAX_DIRECTORY_SIZE = 1 << 30
 MAX_PATH_TABLE_SIZE = 64 << 20
 
@@ -316,6 +317,8 @@ class IsoFilesystem(Filesystem):
         handle: FileHandle = node.handle
         if not isinstance(handle, FileHandle) or not node.is_file:
             raise IsADirectoryError(node.name)
+        if not handle.runs and handle.zf is None:  # an empty file: every listing with attributes opens each one
+            return _EMPTY
         name = f"{self.stream.name}:{node.name}"
         if len(handle.runs) == 1 and handle.zf is None:  # the common case: one extent, the lightest stream
             return SliceStream(self.stream, handle.runs[0][0], handle.runs[0][1], name=name)
