@@ -285,9 +285,14 @@ class Tree:
         uid = shown.uid if shown.uid is not None else (node.uid if node.uid is not None else shown.default_uid)
         gid = shown.gid if shown.gid is not None else (node.gid if node.gid is not None else shown.default_gid)
         # tuple.__new__: a NamedTuple's own constructor costs twice as much, once per entry of every listing
-        return _new(Attributes, ((node.ino & MAX_INO) + self._bases.get(id(fs), 0), node.mode & ~shown.umask,
+        return _new(Attributes, (self.shown_ino(node, fs), node.mode & ~shown.umask,
                                  node.nlink, uid, gid, node.size, node.rdev, node.atime_ns, node.mtime_ns,
                                  node.ctime_ns))
+
+    def shown_ino(self, node: Node, fs: Filesystem) -> int:
+        """``node``'s inode number as ``stat`` shows it: in its filesystem's range (all a plain directory
+        listing needs of it, with the type bits of its mode, which no option changes)."""
+        return (node.ino & MAX_INO) + self._bases.get(id(fs), 0)
 
     def stat_path(self, path: str) -> Attributes:
         node, fs = self.resolve(path)

@@ -286,11 +286,14 @@ class ImgfsOperations:
     def _record(self, directory: Inode, index: int, entry: tuple[str, Node, Filesystem], plus: bool) -> bytes:
         name, node, fs = entry
         raw = name.encode(ENCODING, ERRORS)
+        if not plus:  # a name, an inode number and a type: no attributes to make (a million, for a big find)
+            head = kernel.DIRENT.pack(self.tree.shown_ino(node, fs), index + 1, len(raw),
+                                      kernel.dirent_type(node.mode)) + raw
+            return head + PADDING[-len(head) % 8]
         shown = self.tree.attributes(node, fs)
         head = kernel.DIRENT.pack(shown.ino, index + 1, len(raw), kernel.dirent_type(shown.mode)) + raw
-        if plus:
-            head = (NO_ENTRY if index < 2 or not readable(node, fs)
-                    else pack_entry(self.inodes.child(directory, name, node, fs, shown.ino).nodeid, shown)) + head
+        head = (NO_ENTRY if index < 2 or not readable(node, fs)
+                else pack_entry(self.inodes.child(directory, name, node, fs, shown.ino).nodeid, shown)) + head
         return head + PADDING[-len(head) % 8]
 
 

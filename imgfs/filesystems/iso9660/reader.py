@@ -44,6 +44,8 @@ _VD_KIND = {"rockridge": "primary", "joliet": "joliet", "iso1999": "enhanced", "
 RR_MOVED_NAMES = ("rr_moved", ".rr_moved")
 _NO_ROCK_RIDGE = susp.RockRidge()  # what a record says without Rock Ridge: nothing
 _EMPTY = BytesStream(b"", "an empty file")  # what every empty file opens as (streams keep no state)
+S_IFDIR, S_IFLNK, S_IFREG = stat.S_IFDIR, stat.S_IFLNK, stat.S_IFREG
+_SPECIAL = frozenset((stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK))
 MAX_DIRECTORY_SIZE = 1 << 30
 MAX_PATH_TABLE_SIZE = 64 << 20
 
@@ -56,6 +58,9 @@ class DirHandle(NamedTuple):
 class FileHandle(NamedTuple):
     runs: tuple[tuple[int, int], ...]  # (byte offset, length) of each piece of data, in order
     zf: Optional[tuple[bytes, int, int, int]]  # Rock Ridge ZF: algorithm, header, log2 block, size
+
+
+_EMPTY_FILE = FileHandle((), None)  # one for every empty file: a disc of a million of them keeps one
 
 
 class IsoFilesystem(Filesystem):
@@ -262,29 +267,35 @@ class IsoFilesystem(Filesystem):
             return self._relocated_directory(name, rr.child_lba)
         mtime = rr.mtime or parse_date(first.date)
         atime, ctime = rr.atime or mtime, rr.ctime or mtime
-        if rr.mode is None:
+        mode = rr.mode
+        if mode is None:
             mode = DEFAULT_DIR_MODE if first.flags & FLAG_DIRECTORY else DEFAULT_FILE_MODE
             nlink, uid, gid = 1, None, None
         else:
-            mode, nlink, uid, gid = rr.mode, rr.nlink or 1, rr.uid, rr.gid
+            nlink, uid, gid = rr.nlink or 1, rr.uid, rr.gid
+        permissions = mode & 0o7777
         if directory or first.flags & FLAG_DIRECTORY:
             offset = first.extent * self.block_size
-            return Node(name, stat.S_IFDIR | stat.S_IMODE(mode), first.size, offset, nlink, uid, gid, mtime,
-                        atime, ctime, 0, None, DirHandle(offset, first.size))
-        kind = stat.S_IFMT(mode)
-        if rr.symlink is not None or kind == stat.S_IFLNK:
+            return Node(name, S_IFDIR | permissions, first.size, offset, nlink, uid, gid, mtime, atime, ctime, 0,
+                        None, DirHandle(offset, first.size))
+        kind = mode & 0o170000
+        if rr.symlink is not None or kind == S_IFLNK:
             target = rr.symlink or b""
-            return Node(name, stat.S_IFLNK | stat.S_IMODE(mode), len(target), first.offset, nlink, uid, gid,
-                        mtime, atime, ctime, 0, target)
-        if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+            return Node(name, S_IFLNK | permissions, len(target), first.offset, nlink, uid, gid, mtime, atime,
+                        ctime, 0, target)
+        if kind in _SPECIAL:
             return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
-        runs = self._runs(chain)
-        size = runs[0][1] if len(runs) == 1 else sum(length for _, length in runs) if runs else 0
+        if len(chain) == 1 and not first.unit_blocks:  # the common case: one extent (or none, for an empty file)
+            size = first.size
+            runs: tuple[tuple[int, int], ...] = ((first.extent * self.block_size, size),) if size else ()
+        else:
+            runs = self._runs(chain)
+            size = runs[0][1] if len(runs) == 1 else sum(length for _, length in runs) if runs else 0
         ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
         if rr.zf is not None:
             size = rr.zf[3]
-        return Node(name, stat.S_IFREG | stat.S_IMODE(mode), size, ino, nlink, uid, gid, mtime, atime, ctime,
-                    0, None, FileHandle(runs, rr.zf))
+        return Node(name, S_IFREG | permissions, size, ino, nlink, uid, gid, mtime, atime, ctime, 0, None,
+                    FileHandle(runs, rr.zf) if runs or rr.zf is not None else _EMPTY_FILE)
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
         dot = self._dot_record(DirHandle(lba * self.block_size, self.block_size))

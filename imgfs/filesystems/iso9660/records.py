@@ -125,6 +125,9 @@ def parse_long_date(raw: bytes) -> int:
     return seconds * 1_000_000_000 + cent * 10_000_000
 
 
+_new = tuple.__new__
+
+
 def parse_record(raw: bytes, pos: int, image_offset: int, su_skip: int = 0) -> Record:
     (_length, ear, extent, size, date, flags, unit, gap, _volseq, name_len) = _RECORD.unpack_from(raw, pos)
     end = pos + raw[pos]
@@ -132,8 +135,8 @@ def parse_record(raw: bytes, pos: int, image_offset: int, su_skip: int = 0) -> R
     if name_end > end:
         raise CorruptImage("directory record name runs past the record", layer="iso9660", offset=image_offset)
     su_start = name_end + (1 - name_len % 2) + su_skip
-    return Record(image_offset, extent + ear, size, date, flags, unit, gap, raw[pos + RECORD_HEADER_SIZE:name_end],
-                  raw[su_start:end] if su_start < end else b"")
+    return _new(Record, (image_offset, extent + ear, size, date, flags, unit, gap,  # tuple.__new__: one a record
+                         raw[pos + RECORD_HEADER_SIZE:name_end], raw[su_start:end] if su_start < end else b""))
 
 
 def iter_records(data: bytes, block_size: int, image_offset: int, su_skip: int = 0) -> Iterator[Record]:
