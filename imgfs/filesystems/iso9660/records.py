@@ -135,7 +135,7 @@ def parse_record(raw: bytes, pos: int, image_offset: int, su_skip: int = 0) -> R
     if name_end > end:
         raise CorruptImage("directory record name runs past the record", layer="iso9660", offset=image_offset)
     su_start = name_end + (1 - name_len % 2) + su_skip
-    return _new(Record, (image_offset, extent + ear, size, date, flags, unit, gap,  # tuple.__new__: one a record
+    return _new(Record, (image_offset, extent + ear, size, date, flags, unit, gap,  # faster than Record(...)
                          raw[pos + RECORD_HEADER_SIZE:name_end], raw[su_start:end] if su_start < end else b""))
 
 
