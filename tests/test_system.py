@@ -154,9 +154,11 @@ def test_signal_unmounts_cleanly(iso, public_dir, signum):
         assert not Path(f"/proc/{pid}").exists(), "daemon still running"
 
 
-def test_foreground_mode_exits_zero_on_sigterm(iso, public_dir):
-    mnt = mountpoint(public_dir, "mnt-fg")
-    proc = subprocess.Popen([IMGFS, str(iso), str(mnt), "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _foreground_until_sigterm(iso: Path, mnt: Path, *options: str) -> tuple[int, str]:
+    """Mount in the foreground with ``options``, read a file through it, send SIGTERM: the exit status and
+    what the daemon wrote to stderr."""
+    proc = subprocess.Popen([IMGFS, str(iso), str(mnt), *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         for _ in range(100):
             if is_mounted(mnt):
@@ -164,13 +166,19 @@ def test_foreground_mode_exits_zero_on_sigterm(iso, public_dir):
             time.sleep(0.05)
         assert (mnt / "hello.txt").read_bytes() == b"hello from the image\n"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and b"Traceback" not in err
-        assert not is_mounted(mnt)
+        _, err = proc.communicate(timeout=20)
+        return proc.returncode, err
     finally:
         if proc.poll() is None:
             proc.kill()
         unmount(mnt)
+
+
+def test_foreground_mode_exits_zero_on_sigterm(iso, public_dir):
+    mnt = mountpoint(public_dir, "mnt-fg")
+    returncode, err = _foreground_until_sigterm(iso, mnt, "-f")
+    assert returncode == 0 and "Traceback" not in err
+    assert not is_mounted(mnt)
 
 
 def test_image_named_like_a_command_mounts_through_a_path(iso, public_dir):
@@ -299,22 +307,8 @@ def test_default_permissions_makes_the_kernel_check_the_modes(iso, public_dir, t
 
 def test_o_debug_is_d(iso, public_dir):
     """-o debug stays in the foreground and logs every request by name."""
-    mnt = mountpoint(public_dir, "mnt-debug")
-    proc = subprocess.Popen([IMGFS, str(iso), str(mnt), "-o", "debug"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(100):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.05)
-        assert (mnt / "hello.txt").read_bytes() == b"hello from the image\n"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and "LOOKUP" in err and "Traceback" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        unmount(mnt)
+    returncode, err = _foreground_until_sigterm(iso, mountpoint(public_dir, "mnt-debug"), "-o", "debug")
+    assert returncode == 0 and "LOOKUP" in err and "Traceback" not in err
 
 
 def test_allow_root_lets_root_in_and_turns_others_away(iso, public_dir, test_user):
