@@ -1,6 +1,6 @@
 """The FUSE adapter served in-process on a real mount: the spliced and the buffered read paths give the same
-bytes, several readers at once get theirs, X_OK follows the mode bits, errors map to errno, and a damaged
-region's log line names the path."""
+bytes, several readers at once get theirs, a slow read holds up no other request, X_OK follows the mode bits,
+errors map to errno, and a damaged region's log line names the path."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 from conftest import is_mounted
 from isotools import pseudo_random, write_file, xorriso
 
-from imgfs.fuse import ImgfsOperations, fuse_options
+from imgfs.fuse import ImgfsOperations, fuse_options, kernel
 from imgfs.fuse.mount import mount
 from imgfs.fuse.session import Session
 from imgfs.image import open_image
@@ -126,6 +126,46 @@ def test_concurrent_readers_get_their_bytes(iso, tmp_path):
         for t in threads:
             t.join()
     assert not wrong
+
+
+def test_a_slow_read_holds_up_only_its_own_thread(iso, tmp_path):
+    """Every thread reads requests: while one is stuck in a long decode, the others list, stat and read."""
+    with served(iso, tmp_path / "mnt", threads=4) as session:
+        root = tmp_path / "mnt"
+        slow_node = os.stat(root / "text.txt").st_ino  # the node id is the inode number
+        handlers = session.operations.handlers
+        plain_read = handlers[kernel.READ]
+        stuck, release = threading.Event(), threading.Event()
+
+        def read(worker, unique, nodeid, request, size):
+            if nodeid == slow_node:
+                stuck.set()
+                release.wait(20)  # a decode that takes a long time
+            plain_read(worker, unique, nodeid, request, size)
+
+        handlers[kernel.READ] = read  # the session looks handlers up in this dict for each request
+        slow: dict[str, bytes] = {}
+        slow_reader = threading.Thread(target=lambda: slow.update(text=(root / "text.txt").read_bytes()))
+        slow_reader.start()
+        try:
+            assert stuck.wait(10)
+            meanwhile: dict[str, object] = {}
+
+            def other_work() -> None:
+                meanwhile["names"] = sorted(os.listdir(root / "small"))
+                meanwhile["size"] = os.stat(root / "dir" / "inner.txt").st_size
+                meanwhile["data"] = read_in_blocks(root / "data.bin", 1 << 20)
+
+            other = threading.Thread(target=other_work)
+            other.start()
+            other.join(10)
+            assert not other.is_alive(), "the other requests waited for the slow read"
+            assert meanwhile == {"names": [f"f{n:02d}" for n in range(SMALL_FILES)], "size": 6, "data": BIG}
+            assert not slow  # still stuck, and yet the others were answered
+        finally:
+            release.set()
+            slow_reader.join(10)
+        assert slow == {"text": TEXT}
 
 
 def test_x_ok_follows_the_mode_bits(iso, tmp_path):

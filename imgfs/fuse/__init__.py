@@ -23,7 +23,7 @@ from imgfs.options import MountOptions
 
 log = logging.getLogger("imgfs.fuse")
 
-THREADS = 4  # several readers at once; idle threads cost nothing while one reader streams
+THREADS = 4  # each reads requests itself (see Session.run); several readers are served at once
 SWITCH_INTERVAL_S = 0.0005  # a request waits at most this long for the GIL behind a parse (Python's default: 5 ms)
 READAHEAD_KB = 1024
 

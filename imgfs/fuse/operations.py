@@ -57,6 +57,7 @@ class ImgfsOperations:
         self.flags = WANTED
         self._listings: dict[int, list[tuple[str, Node, Filesystem]]] = {}
         self._prefetching = False
+        self._once = threading.Lock()  # requests are served by several threads: the prefetch starts once
         self.pusher = Pusher(self)
         self.notifier: Optional[Callable[[int, int, bytes], bool]] = None  # set by the session: notify-store
         self.handlers: dict[int, Handler] = {
@@ -199,24 +200,15 @@ class ImgfsOperations:
     # -- data -----------------------------------------------------------------------------------------
 
     def read(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
-        """Small reads of plain extents are answered at once; large ones and decoded data go to a pool thread,
-        so that one slow read does not hold up the others."""
+        """Plain extents of SPLICE_MIN bytes or more are spliced from the image; everything else is copied."""
         _, offset, length, _, _, _, _ = kernel.READ_IN.unpack_from(request, BODY)
         inode = self.inodes.get(nodeid)
         stream = inode.stream or self._open(inode)
         count = max(0, min(length, stream.size - offset))
-        ranges = stream.file_ranges(offset, count)
-        if count < SPLICE_MIN and ranges is not None:
-            worker.reply_read(unique, stream, offset, count, None)
-        else:
-            worker.hand_over(self._read, unique, nodeid, kernel.READ, inode, stream, offset, count, ranges)
+        worker.reply_read(unique, stream, offset, count,
+                          stream.file_ranges(offset, count) if count >= SPLICE_MIN else None)
         if offset == 0 and stream.size <= PUSH_FILE_MAX and inode.parent is not None:
             self.pusher.read_one_of(inode.parent)
-
-    @staticmethod
-    def _read(worker: Worker, unique: int, inode: Inode, stream: Stream, offset: int, count: int,
-              ranges: Optional[list[tuple[int, int, int]]]) -> None:
-        worker.reply_read(unique, stream, offset, count, ranges if count >= SPLICE_MIN else None)
 
     def _open(self, inode: Inode) -> Stream:
         if inode.node.is_dir:
@@ -260,7 +252,9 @@ class ImgfsOperations:
             if not directory.node.is_dir:
                 raise NotADirectoryError(directory.path())
             if directory.parent is not None and not self._prefetching:
-                self._start_prefetch()
+                with self._once:
+                    if not self._prefetching:
+                        self._start_prefetch()
             parent = directory.parent or directory
             entries = [(".", directory.node, directory.fs), ("..", parent.node, parent.fs)]
             entries += self.tree.listing(directory.node, directory.fs)
@@ -333,17 +327,21 @@ class Pusher:
         self._done: set[int] = set()  # directories pushed (by node id)
         self._queue: collections.deque[Inode] = collections.deque()
         self._wake = threading.Event()
+        self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self.stored = 0  # files stored (a statistic)
 
     def read_one_of(self, directory: Inode) -> None:
         if directory.nodeid in self._done:
             return
-        self._done.add(directory.nodeid)
-        self._queue.append(directory)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="imgfs-push", daemon=True)
-            self._thread.start()
+        with self._lock:  # reads come from several threads
+            if directory.nodeid in self._done:
+                return
+            self._done.add(directory.nodeid)
+            self._queue.append(directory)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="imgfs-push", daemon=True)
+                self._thread.start()
         self._wake.set()
 
     def _run(self) -> None:
