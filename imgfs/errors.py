@@ -1,7 +1,7 @@
 """The one error hierarchy of imgfs.
 
 Every problem with an image is an ``ImageError``. At mount time it becomes one line on stderr and a
-non-zero exit; after mounting, ``fuse_ops`` turns it into EIO and a log line.
+non-zero exit; after mounting, ``imgfs.fuse`` turns it into EIO and a log line.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def _in_adapter(name: str) -> bool:
 
 def test_only_the_fuse_adapter_speaks_fuse() -> None:
     """imgfs.fuse speaks the kernel protocol itself: no binding library is imported anywhere, and outside the
-    package only imgfs.fuse_ops (where the CLI finds ``serve``) imports it."""
+    package only the command that mounts (imgfs.cli.mount) imports it."""
     bindings = ("mfusepy", "fusepy", "pyfuse3", "llfuse", "refuse")
     users = sorted(name for name, path in MODULES.items()
                    if any(isinstance(node, (ast.Import, ast.ImportFrom))
@@ -115,7 +115,7 @@ def test_only_the_fuse_adapter_speaks_fuse() -> None:
                           for node in ast.walk(ast.parse(path.read_text()))))
     assert users == []
     outside = sorted(name for name, deps in GRAPH.items() if not _in_adapter(name) and any(map(_in_adapter, deps)))
-    assert outside == ["imgfs.fuse_ops"]
+    assert outside == ["imgfs.cli.mount"]
     devices = sorted(name for name, path in MODULES.items()
                      if "/dev/fuse" in path.read_text() and not _in_adapter(name))
     assert devices == []

@@ -11,7 +11,7 @@ the very same ``imgfs.cli.main`` after wrapping, in memory only:
 * ``ChunkedStream.chunk`` (every request for a decoded chunk, from a read or from a read-ahead job): thread,
   chunk, whether the chunk was in the cache already, how long the call took, whether this thread decoded;
 * ``UdifDisk.decode`` (every decode): thread, chunk, wall and CPU time (``time.thread_time``);
-* ``imgfs.fuse_ops.serve``: when it returns (the mount has ended) the events, the mount's
+* ``imgfs.fuse.serve``: when it returns (the mount has ended) the events, the mount's
   ``BlockCache.stats()`` and the daemon's rusage are written out.
 
 The wrappers cost a few microseconds per call (a FUSE READ takes 100 µs or more): the timed
@@ -39,7 +39,7 @@ def _thread_label() -> str:
 
 
 def install() -> None:
-    from imgfs import fuse_ops
+    from imgfs import fuse as adapter
     from imgfs.containers.dmg import disk
     from imgfs.fuse import session
     from imgfs.io import chunked
@@ -47,7 +47,7 @@ def install() -> None:
     reply_read = session.Worker.reply_read
     chunk = chunked.ChunkedStream.chunk
     decode = disk.UdifDisk.decode
-    serve = fuse_ops.serve
+    serve = adapter.serve
 
     def probed_reply_read(self, unique, stream, offset: int, size: int, pieces) -> None:  # noqa: ANN001
         start = _clock()
@@ -83,7 +83,7 @@ def install() -> None:
     session.Worker.reply_read = probed_reply_read
     chunked.ChunkedStream.chunk = probed_chunk
     disk.UdifDisk.decode = probed_decode
-    fuse_ops.serve = probed_serve
+    adapter.serve = probed_serve
 
 
 def _write(image) -> None:  # noqa: ANN001

@@ -104,7 +104,7 @@ def mount_opened(image: OpenedImage, mountpoint: str, options: MountOptions, for
     if foreground:
         setup_logging(debug=debug, logfile=options.logfile, to_stderr=True)
         _tune_malloc()
-        from imgfs.fuse_ops import serve
+        from imgfs.fuse import serve
 
         try:
             serve(image, mountpoint, options, debug=debug)
@@ -122,7 +122,7 @@ def _serve_in_background(image: OpenedImage, mountpoint: str, options: MountOpti
     Until then the child's stderr is that pipe too, so that a libfuse complaint reaches the user as
     the reason; the parent returns only when the mount is ready (0) or has failed (1).
     """
-    from imgfs.fuse_ops import serve  # import before fork: errors show here, in the parent
+    from imgfs.fuse import serve  # import before fork: errors show here, in the parent
 
     read_end, write_end = os.pipe()
     pid = os.fork()
