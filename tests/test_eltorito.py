@@ -42,6 +42,7 @@ from isotools import find_record, pseudo_random, write_file
 from imgfs.errors import CorruptImage
 from imgfs.filesystems.iso9660 import IsoFilesystem, eltorito
 from imgfs.filesystems.iso9660.eltorito import BootImage, boot_images, find_catalog, read_catalog
+from imgfs.filesystems.iso9660.reader import FileHandle
 from imgfs.io.cache import BlockCache
 from imgfs.io.stream import BytesStream, FileStream
 from imgfs.layer import OpenContext
@@ -234,23 +235,27 @@ def test_images_clamped_to_the_end(caplog):
 
 
 def test_tree_match_needs_one_contiguous_range():
-    class Handle:
-        def __init__(self, runs, zf=None):
-            self.runs, self.zf = runs, zf
-
     class Node:
-        def __init__(self, handle):
-            self.handle = handle
+        def __init__(self, handle, size=0):
+            self.handle, self.size = handle, size
+
+    class Iso:
+        data_runs = IsoFilesystem.data_runs  # the reader's own: an int handle is one extent of the node's size
+
+    def runs(pieces, zf=None):
+        return Node(FileHandle(pieces, zf))
 
     found: dict[int, tuple[str, int]] = {}
-    wanted = {4096, 8192, 12288, 16384}
-    eltorito._match(Node(Handle(((4096, 2048), (6144, 100)))), "/contiguous", wanted, found)
-    eltorito._match(Node(Handle(((8192, 2048), (20480, 100)))), "/scattered", wanted, found)
-    eltorito._match(Node(Handle(((12288, 2048),), zf=(b"pz", 4, 15, 9999))), "/zisofs", wanted, found)
-    eltorito._match(Node(Handle(((2048, 2048),))), "/elsewhere", wanted, found)
-    eltorito._match(Node(Handle(((16384, 10),))), "/first", wanted, found)
-    eltorito._match(Node(Handle(((16384, 20),))), "/second", wanted, found)
-    assert found == {4096: ("/contiguous", 2148), 16384: ("/first", 10)}
+    wanted = {4096, 8192, 12288, 16384, 24576}
+    iso = Iso()
+    eltorito._match(iso, runs(((4096, 2048), (6144, 100))), "/contiguous", wanted, found)
+    eltorito._match(iso, runs(((8192, 2048), (20480, 100))), "/scattered", wanted, found)
+    eltorito._match(iso, runs(((12288, 2048),), zf=(b"pz", 4, 15, 9999)), "/zisofs", wanted, found)
+    eltorito._match(iso, runs(((2048, 2048),)), "/elsewhere", wanted, found)
+    eltorito._match(iso, runs(((16384, 10),)), "/first", wanted, found)
+    eltorito._match(iso, runs(((16384, 20),)), "/second", wanted, found)
+    eltorito._match(iso, Node(24576, size=5000), "/one-extent", wanted, found)
+    assert found == {4096: ("/contiguous", 2148), 16384: ("/first", 10), 24576: ("/one-extent", 5000)}
 
 
 # -- bootable ISOs made by xorriso ---------------------------------------------------------------------

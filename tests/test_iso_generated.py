@@ -14,6 +14,9 @@ import pytest
 from conftest import compare_trees, run_imgfs, sha256_of, tree_entries
 from isotools import genisoimage, pseudo_random, pycdlib_iso, split_into_extents, write_file, xorriso
 
+from imgfs.image import open_image
+from imgfs.options import MountOptions
+
 MTIME = 1_600_000_000
 ODD_SYMLINKS = {
     "relative": "../README.txt",
@@ -304,3 +307,56 @@ def test_st_blocks_is_set(rich, mount):
     with mount(iso) as root:
         st = os.stat(root / "big.bin")
     assert st.st_blocks == (3 << 20) // 512
+
+
+def _nodes_both_ways(image: Path, namespace: str) -> tuple[list[tuple], list[tuple], int]:
+    """Every directory's entries as the reader makes them (ordinary records in one pass), as the general path
+    alone makes them, and how many entries took the one-pass path."""
+    fields = ("name", "mode", "size", "ino", "nlink", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "rdev",
+              "target", "handle")
+    opened = open_image(str(image), MountOptions(namespace=namespace))
+    fs = opened.tree.fs
+    ordinary = fs._ordinary_node
+    taken = 0
+
+    def counted(*args):
+        nonlocal taken
+        node = ordinary(*args)
+        taken += node is not None
+        return node
+
+    def listing(directory_node, general: bool) -> list[tuple]:
+        fs._ordinary_node = (lambda *args: None) if general else counted
+        kids, _ = fs._parse_directory(directory_node.handle)
+        return [tuple(getattr(kid, f) for f in fields) for kid in kids.values()]
+
+    fast, slow, pending = [], [], [fs.root]
+    while pending:
+        directory = pending.pop()
+        fast += listing(directory, general=False)
+        slow += listing(directory, general=True)
+        fs._ordinary_node = ordinary
+        pending += [kid for kid in fs.children(directory).values() if kid.is_dir]
+    opened.close()
+    return fast, slow, taken
+
+
+@pytest.fixture(scope="session")
+def rich_genisoimage(rich, tmp_path_factory) -> Path:
+    """The same tree written by genisoimage (RRIP 1.09 PX, RR entries, CE areas for long names)."""
+    src, _ = rich
+    return genisoimage(tmp_path_factory.mktemp("rich-genisoimage") / "rich.iso", src, "-R", "-J",
+                       "-joliet-long")
+
+
+@pytest.mark.parametrize("writer", ["xorriso", "genisoimage"])
+@pytest.mark.parametrize("namespace", ["rockridge", "joliet", "iso9660"])
+def test_ordinary_records_make_the_nodes_the_general_path_makes(rich, rich_genisoimage, writer, namespace):
+    """Most records are read in one pass (``_ordinary_node``); every node it makes must be the one ``_add``
+    makes of the same record: name, mode, size, inode, links, owners, times, target and handle."""
+    iso = rich[1] if writer == "xorriso" else rich_genisoimage
+    fast, slow, taken = _nodes_both_ways(iso, namespace)
+    assert fast == slow
+    assert taken > 5000  # the 5,000-entry folder at least: the one-pass path was really taken
+    if namespace == "rockridge":
+        assert len(fast) - taken >= len(ODD_SYMLINKS) + 3  # symlinks, devices, the fifo: the general way

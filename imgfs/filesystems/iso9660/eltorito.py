@@ -49,6 +49,8 @@ class IsoTree(Protocol):
 
     def children(self, node: Node) -> dict[str, Node]: ...
 
+    def data_runs(self, node: Node) -> tuple[tuple[int, int], ...]: ...
+
 
 LAYER = "eltorito"
 CD_SECTOR = 2048  # load_rba and the catalog's address count these, whatever the volume's block size
@@ -360,12 +362,12 @@ def _files_at(iso: IsoTree, wanted: set[int]) -> dict[int, tuple[str, int]]:
                 seen.add(kid.ino)
                 queue.append((f"{path}/{name}", kid))
             elif kid.is_file:
-                _match(kid, f"{path}/{name}", wanted, found)
+                _match(iso, kid, f"{path}/{name}", wanted, found)
     return found
 
 
-def _match(node: Any, path: str, wanted: set[int], found: dict[int, tuple[str, int]]) -> None:
-    runs = getattr(node.handle, "runs", ())
+def _match(iso: IsoTree, node: Node, path: str, wanted: set[int], found: dict[int, tuple[str, int]]) -> None:
+    runs = iso.data_runs(node)
     if not runs or getattr(node.handle, "zf", None) is not None or runs[0][0] not in wanted or runs[0][0] in found:
         return
     end = runs[0][0]

@@ -24,14 +24,18 @@ from imgfs.filesystems.iso9660.records import (
     FLAG_ASSOCIATED,
     FLAG_DIRECTORY,
     FLAG_MULTI_EXTENT,
+    RECORD_HEADER_SIZE,
     Record,
     VolumeDescriptor,
     clean_iso_name,
     clean_joliet_name,
     iter_records,
     parse_date,
+    parse_record,
     read_descriptors,
+    record_spans,
     root_record,
+    unpack_record,
 )
 from imgfs.filesystems.iso9660.zisofs import open_zisofs
 from imgfs.io.stream import BytesStream, ExtentStream, SliceStream, Stream, read_exact
@@ -46,6 +50,10 @@ _NO_ROCK_RIDGE = susp.RockRidge()  # what a record says without Rock Ridge: noth
 _EMPTY = BytesStream(b"", "an empty file")  # what every empty file opens as (streams keep no state)
 S_IFDIR, S_IFLNK, S_IFREG = stat.S_IFDIR, stat.S_IFLNK, stat.S_IFREG
 _SPECIAL = frozenset((stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK))
+# Every mode a file or directory can have, made once: each node shares one of these ints instead of holding its
+# own (28 bytes an entry), and indexing costs less than the "or".
+_FILE_MODES = tuple(S_IFREG | bits for bits in range(0o10000))
+_DIR_MODES = tuple(S_IFDIR | bits for bits in range(0o10000))
 MAX_DIRECTORY_SIZE = 1 << 30
 MAX_PATH_TABLE_SIZE = 64 << 20
 
@@ -56,6 +64,10 @@ class DirHandle(NamedTuple):
 
 
 class FileHandle(NamedTuple):
+    """A file in several pieces, or compressed. The common file, one extent and not compressed, has as its
+    handle only the byte offset of its data, an int (the one its inode number already holds), and its
+    length is the node's size: 170 bytes less per file than a handle and a tuple of runs."""
+
     runs: tuple[tuple[int, int], ...]  # (byte offset, length) of each piece of data, in order
     zf: Optional[tuple[bytes, int, int, int]]  # Rock Ridge ZF: algorithm, header, log2 block, size
 
@@ -216,7 +228,13 @@ class IsoFilesystem(Filesystem):
         kids: dict[str, Node] = {}
         relocated = 0
         chain: list[Record] = []  # the records of a multi-extent file so far
-        for rec in iter_records(data, self.block_size, handle.offset, self._su_skip):
+        base, ordinary = handle.offset, self._ordinary_node
+        for pos, length in record_spans(data, self.block_size, base):
+            node = None if chain else ordinary(data, pos, pos + length, base, kids)
+            if node is not None:
+                kids[node.name] = node
+                continue
+            rec = parse_record(data, pos, base + pos, self._su_skip)
             if rec.name in (b"\x00", b"\x01") or rec.flags & FLAG_ASSOCIATED:
                 continue
             if chain and rec.name != chain[0].name:
@@ -232,6 +250,43 @@ class IsoFilesystem(Filesystem):
         if chain:
             self._add(kids, chain)
         return kids, relocated
+
+    def _ordinary_node(self, data: bytes, pos: int, end: int, base: int, kids: dict[str, Node]) -> Optional[Node]:
+        """The node of the record ``data[pos:end]`` when it is ordinary: a directory, or a file in one extent,
+        with no Rock Ridge entries but PX, TF and one NM (``susp.plain``), and a name not taken yet. Most are,
+        and this makes them in one pass over the bytes, what ``_node`` would make of them; for any other
+        record it returns None, and ``parse_record`` and ``_add`` make the node."""
+        _, ear, extent, size, date, flags, unit, _, _, name_len = unpack_record(data, pos)
+        name_end = pos + RECORD_HEADER_SIZE + name_len
+        if flags & (FLAG_ASSOCIATED | FLAG_MULTI_EXTENT) or unit or name_end > end or (
+                name_len == 1 and data[pos + RECORD_HEADER_SIZE] < 2):  # "." and ".."
+            return None
+        px, times, nm = None, susp.NO_TIMES, None
+        if self._rr:
+            found = susp.plain(data, name_end + (1 - name_len % 2) + self._su_skip, end)
+            if found is None:
+                return None
+            px, times, nm = found
+        name = nm.decode("utf-8", "surrogateescape") if nm else self._name(data[pos + RECORD_HEADER_SIZE : name_end])
+        if name in kids:
+            return None  # _unique_name picks another
+        mtime = times[0] or parse_date(date)
+        atime, ctime = times[1] or mtime, times[2] or mtime
+        if px is None:
+            permissions, nlink, uid, gid = 0o555 if flags & FLAG_DIRECTORY else 0o444, 1, None, None
+        else:
+            mode, nlink, uid, gid = px
+            if not flags & FLAG_DIRECTORY and (mode & 0o170000 == S_IFLNK or mode & 0o170000 in _SPECIAL):
+                return None
+            permissions, nlink = mode & 0o7777, nlink or 1
+        start = (extent + ear) * self.block_size
+        if flags & FLAG_DIRECTORY:
+            return Node(name, _DIR_MODES[permissions], size, start, nlink, uid, gid, mtime, atime, ctime, 0, None,
+                        DirHandle(start, size))
+        if not size:
+            return Node(name, _FILE_MODES[permissions], 0, base + pos, nlink, uid, gid, mtime, atime, ctime, 0, None,
+                        _EMPTY_FILE)
+        return Node(name, _FILE_MODES[permissions], size, start, nlink, uid, gid, mtime, atime, ctime, 0, None, start)
 
     def _add(self, kids: dict[str, Node], chain: list[Record]) -> int:
         """Add the node for one record (or a multi-extent chain); 1 if it was a relocated directory."""
@@ -276,7 +331,7 @@ class IsoFilesystem(Filesystem):
         permissions = mode & 0o7777
         if directory or first.flags & FLAG_DIRECTORY:
             offset = first.extent * self.block_size
-            return Node(name, S_IFDIR | permissions, first.size, offset, nlink, uid, gid, mtime, atime, ctime, 0,
+            return Node(name, _DIR_MODES[permissions], first.size, offset, nlink, uid, gid, mtime, atime, ctime, 0,
                         None, DirHandle(offset, first.size))
         kind = mode & 0o170000
         if rr.symlink is not None or kind == S_IFLNK:
@@ -285,16 +340,22 @@ class IsoFilesystem(Filesystem):
                         ctime, 0, target)
         if kind in _SPECIAL:
             return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
-        if len(chain) == 1 and not first.unit_blocks:  # the common case: one extent (or none, for an empty file)
+        # hard links share their data, so their number: the offset of the data (of the record when empty)
+        if len(chain) == 1 and not first.unit_blocks and rr.zf is None:  # the common case: one extent, or none
             size = first.size
-            runs: tuple[tuple[int, int], ...] = ((first.extent * self.block_size, size),) if size else ()
-        else:
-            runs = self._runs(chain)
-            size = runs[0][1] if len(runs) == 1 else sum(length for _, length in runs) if runs else 0
-        ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
+            if not size:
+                return Node(name, _FILE_MODES[permissions], 0, first.offset, nlink, uid, gid, mtime, atime, ctime, 0,
+                            None, _EMPTY_FILE)
+            start = first.extent * self.block_size
+            return Node(name, _FILE_MODES[permissions], size, start, nlink, uid, gid, mtime, atime, ctime, 0, None,
+                        start)
+        runs = self._runs(chain) if len(chain) > 1 or first.unit_blocks else \
+            ((first.extent * self.block_size, first.size),) if first.size else ()
+        size = sum(length for _, length in runs)
+        ino = runs[0][0] if size else first.offset
         if rr.zf is not None:
             size = rr.zf[3]
-        return Node(name, S_IFREG | permissions, size, ino, nlink, uid, gid, mtime, atime, ctime, 0, None,
+        return Node(name, _FILE_MODES[permissions], size, ino, nlink, uid, gid, mtime, atime, ctime, 0, None,
                     FileHandle(runs, rr.zf) if runs or rr.zf is not None else _EMPTY_FILE)
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
@@ -324,14 +385,23 @@ class IsoFilesystem(Filesystem):
 
     # -- data --------------------------------------------------------------------------------------
 
+    def data_runs(self, node: Node) -> tuple[tuple[int, int], ...]:
+        """(byte offset, length) of each piece of a file's data as recorded (compressed, for zisofs)."""
+        handle = node.handle
+        if type(handle) is int:
+            return ((handle, node.size),)
+        return handle.runs if isinstance(handle, FileHandle) else ()
+
     def open(self, node: Node) -> Stream:
-        handle: FileHandle = node.handle
+        handle = node.handle
+        if type(handle) is int and node.is_file:  # the common case: one extent, the lightest stream
+            return SliceStream(self.stream, handle, node.size, name=f"{self.stream.name}:{node.name}")
         if not isinstance(handle, FileHandle) or not node.is_file:
             raise IsADirectoryError(node.name)
         if not handle.runs and handle.zf is None:  # an empty file: every listing with attributes opens each one
             return _EMPTY
         name = f"{self.stream.name}:{node.name}"
-        if len(handle.runs) == 1 and handle.zf is None:  # the common case: one extent, the lightest stream
+        if len(handle.runs) == 1 and handle.zf is None:
             return SliceStream(self.stream, handle.runs[0][0], handle.runs[0][1], name=name)
         raw = ExtentStream.over(self.stream, handle.runs, name=name)
         if handle.zf is None:

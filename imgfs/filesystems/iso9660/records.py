@@ -23,6 +23,7 @@ FLAG_HIDDEN, FLAG_DIRECTORY, FLAG_ASSOCIATED, FLAG_MULTI_EXTENT = 0x01, 0x02, 0x
 # interleave gap, volume sequence number (LE), name length; the big-endian copies are skipped.
 _RECORD = struct.Struct("<BBI4xI4x7sBBBH2xB")
 RECORD_HEADER_SIZE = _RECORD.size  # 33
+unpack_record = _RECORD.unpack_from  # (data, position): the fields above, as a tuple
 
 
 class VolumeDescriptor(NamedTuple):
@@ -140,7 +141,14 @@ def parse_record(raw: bytes, pos: int, image_offset: int, su_skip: int = 0) -> R
 
 
 def iter_records(data: bytes, block_size: int, image_offset: int, su_skip: int = 0) -> Iterator[Record]:
-    """The records of a directory extent; a zero length byte pads to the next logical block."""
+    """The records of a directory extent."""
+    for pos, _ in record_spans(data, block_size, image_offset):
+        yield parse_record(data, pos, image_offset + pos, su_skip)
+
+
+def record_spans(data: bytes, block_size: int, image_offset: int) -> Iterator[tuple[int, int]]:
+    """(position, length) of each record of a directory extent; a zero length byte pads to the next logical
+    block, and a record that does not fit is CorruptImage."""
     pos, end = 0, len(data)
     while pos < end:
         length = data[pos]
@@ -150,7 +158,7 @@ def iter_records(data: bytes, block_size: int, image_offset: int, su_skip: int =
         if length < RECORD_HEADER_SIZE + 1 or pos + length > end:
             raise CorruptImage(f"directory record of length {length} does not fit", layer="iso9660",
                                offset=image_offset + pos)
-        yield parse_record(data, pos, image_offset + pos, su_skip)
+        yield pos, length
         pos += length
 
 

@@ -97,6 +97,42 @@ def parse(area: bytes, read_area: ReadArea, offset: int) -> RockRidge:
     return rr
 
 
+NO_TIMES = (0, 0, 0)
+Plain = tuple[Optional[tuple[int, int, int, int]], tuple[int, int, int], Optional[bytes]]
+_NOT_PLAIN = frozenset((b"CE", b"SL", b"PN", b"CL", b"RE", b"ZF"))  # what parse acts on beyond PX, TF and NM
+
+
+def plain(data: bytes, pos: int, end: int) -> Optional[Plain]:
+    """The system use area ``data[pos:end]`` of an ordinary entry, read in place: (PX's mode, links, uid and gid
+    or None, TF's modify, access and change times, NM's name or None). None when the area holds a symlink, a
+    continuation area, a relocation, zisofs, a device number or a name in several NM entries or with flags:
+    ``parse`` reads those. Entries ``parse`` ignores (RR; AL, the attribute lists xorriso writes) are ignored
+    here too. Most entries
+    of a disc are ordinary, and this is the hot path of a listing."""
+    px: Optional[tuple[int, int, int, int]] = None
+    times: tuple[int, int, int] = NO_TIMES
+    name: Optional[bytes] = None
+    while pos + 4 <= end:
+        length = data[pos + 2]
+        if length < 4 or pos + length > end:
+            break  # padding or a damaged tail: the entries before it stand (as in parse)
+        sig = data[pos : pos + 2]
+        if sig == b"PX" and length >= 36:
+            px = _PX.unpack_from(data, pos + 4)
+        elif sig == b"TF" and length >= 5:
+            times = _times(data[pos + 4 : pos + length])
+        elif sig == b"NM" and length >= 5:
+            if name is not None or data[pos + 4]:
+                return None
+            name = data[pos + 5 : pos + length]
+        elif sig == b"ST":
+            break
+        elif sig in _NOT_PLAIN:
+            return None
+        pos += length
+    return px, times, name
+
+
 def _rare_entry(rr: RockRidge, sig: bytes, body: bytes) -> None:
     if sig == b"PN" and len(body) >= 16:
         rr.seen = True
