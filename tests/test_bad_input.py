@@ -215,3 +215,18 @@ def test_not_an_iso_filesystems_are_named(tmp_path):
     compressed = tmp_path / "disc.iso.xz"
     compressed.write_bytes(b"\xfd7zXZ\x00" + bytes(100))
     assert_one_clear_line(try_mount(compressed, tmp_path), "xz", "decompress")
+
+
+def test_device_numbers_of_any_32_bits_are_encoded_as_glibc_does():
+    """Rock Ridge PN, UDF device attributes and NTFS/WSL records hold 32-bit majors and minors; os.makedev
+    refuses those over 2**31 - 1 (a fuzzed ISO crashed the listing), the readers' one makedev does not."""
+    import random
+
+    from imgfs.filesystems.base import makedev
+
+    rng = random.Random(5)
+    for _ in range(2000):
+        major, minor = rng.randrange(1 << 31), rng.randrange(1 << 31)
+        assert makedev(major, minor) == os.makedev(major, minor)
+    assert makedev(0xFFFFFFFF, 0xFFFFFFFF) == 0xFFFFFFFF_FFFFFFFF
+    assert os.major(makedev(0x80000000, 7)) == 0x80000000 and os.minor(makedev(0x80000000, 7)) == 7

@@ -411,6 +411,7 @@ def test_odd_entries(tmp_path: Path, mount) -> None:
     b = UdfBuilder(revision=0x0250, partition="metadata")
     b.add_device("/null", "chardev", 1, 3)
     b.add_device("/sda1", "blockdev", 8, 1, mode=0o660)
+    b.add_device("/huge", "chardev", 0x80000001, 0xFFFFFF02)  # over what os.makedev takes: a damaged entry
     b.add_special("/sock", "socket", 0o755)
     b.add_file("/.hidden-by-flag", b"shown anyway\n", hidden=True)
     b.add_deleted("/", "deleted.txt")
@@ -427,8 +428,11 @@ def test_odd_entries(tmp_path: Path, mount) -> None:
     b.write(str(tmp_path / "odd.img"))
     with mount(tmp_path / "odd.img") as root:
         names = sorted(os.listdir(root))
-        assert names == [".hidden-by-flag", "a%2Fb", "micro", "nobody", "nul%00byte", "null", "owned", "sda1", "sock",
-                         "updated", "wide"]
+        assert names == [".hidden-by-flag", "a%2Fb", "huge", "micro", "nobody", "nul%00byte", "null", "owned", "sda1",
+                         "sock", "updated", "wide"]
+        # the kernel keeps 32 bits of a FUSE device number: 12 of the major, 20 of the minor
+        assert (root / "huge").lstat().st_rdev == os.makedev(0x001, 0xFFF02) and \
+            stat.S_ISCHR((root / "huge").lstat().st_mode)
         assert (root / "null").lstat().st_rdev == os.makedev(1, 3) and stat.S_ISCHR((root / "null").lstat().st_mode)
         assert (root / "sda1").lstat().st_rdev == os.makedev(8, 1) and stat.S_ISBLK((root / "sda1").lstat().st_mode)
         assert stat.S_ISSOCK((root / "sock").lstat().st_mode)

@@ -153,5 +153,13 @@ class Filesystem(Layer):
         return {"filesystem": self.kind, "label": self.label}
 
 
+def makedev(major: int, minor: int) -> int:
+    """A device number from the major and minor a format records, in glibc's encoding (``os.makedev``'s), for
+    any 32-bit values: ``os.makedev`` refuses those over 2**31 - 1, which only a damaged image holds."""
+    major &= 0xFFFFFFFF
+    minor &= 0xFFFFFFFF
+    return (minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12) | ((major & ~0xFFF) << 32)
+
+
 def _where(node: Node) -> str:
     return f"directory {node.name!r} (inode {node.ino})" if node.name else "the root directory"

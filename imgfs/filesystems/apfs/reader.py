@@ -21,7 +21,6 @@ What is shown:
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import unicodedata
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from imgfs.filesystems.apfs import records as rec
 from imgfs.filesystems.apfs.objects import LAYER
 from imgfs.filesystems.apfs.snapshots import snapshot_tree, snapshots
 from imgfs.filesystems.apfs.volume import VolumeTree
-from imgfs.filesystems.base import MAX_INO, Filesystem, Node
+from imgfs.filesystems.base import MAX_INO, Filesystem, Node, makedev
 from imgfs.io.stream import Stream
 from imgfs.layer import Progress, View, no_progress
 
@@ -137,7 +136,7 @@ class ApfsFilesystem(Filesystem):
         else:
             size = 0
             if kind == stat.S_IFCHR or kind == stat.S_IFBLK:
-                rdev = os.makedev(device >> 24 & 0xFF, device & 0xFFFFFF)
+                rdev = makedev(device >> 24 & 0xFF, device & 0xFFFFFF)
         handle = _new(Handle, (ino, private_id, stream_size, compressed, has_xattrs))
         return Node(name, mode, size, ino if ino <= MAX_INO else _shown_ino(ino), nlink if nlink > 0 else 1, uid, gid,
                     mtime, atime, ctime, rdev, target, handle)

@@ -7,9 +7,10 @@ in the bytes after ``i_extra_isize``).
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Optional
+
+from imgfs.filesystems.base import makedev
 
 GOOD_OLD_INODE_SIZE = 128
 I_BLOCK_OFFSET = 40  # i_block: the block map, the extent tree root, a fast symlink or inline data
@@ -114,5 +115,5 @@ def device_number(block: bytes) -> int:
     """A device node's number from i_block: the old 8:8 encoding in word 0, else the new 12:20 in word 1."""
     old, new = struct.unpack_from("<II", block)
     if old:
-        return os.makedev((old >> 8) & 0xFF, old & 0xFF)
-    return os.makedev((new >> 8) & 0xFFF, (new & 0xFF) | ((new >> 12) & 0xFFF00))
+        return makedev((old >> 8) & 0xFF, old & 0xFF)
+    return makedev((new >> 8) & 0xFFF, (new & 0xFF) | ((new >> 12) & 0xFFF00))

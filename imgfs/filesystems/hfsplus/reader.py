@@ -33,14 +33,13 @@ stands, with a warning.
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import unicodedata
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
 from imgfs.filesystems import decmpfs
-from imgfs.filesystems.base import Filesystem, Node
+from imgfs.filesystems.base import Filesystem, Node, makedev
 from imgfs.filesystems.hfsplus import attributes as attrs
 from imgfs.filesystems.hfsplus import catalog as cat
 from imgfs.filesystems.hfsplus.btree import BTree
@@ -273,7 +272,7 @@ class HfsPlusFilesystem(Filesystem):
                 raise CorruptImage(f"symlink target of {size} bytes (at most {MAX_SYMLINK_SIZE})", layer="hfs+")
             target = self._fork(entry.data_fork, entry.cnid, DATA, f"symlink {name!r}").pread(0, size)
         elif kind in _DEVICES:
-            size, rdev = 0, os.makedev((entry.special >> 24) & 0xFF, entry.special & 0xFFFFFF)
+            size, rdev = 0, makedev((entry.special >> 24) & 0xFF, entry.special & 0xFFFFFF)
         elif kind != stat.S_IFREG:
             size = 0
         elif entry.compressed:

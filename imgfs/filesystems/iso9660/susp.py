@@ -6,11 +6,11 @@ This runs once per directory entry while a directory is listed, so the loop is w
 from __future__ import annotations
 
 import functools
-import os
 import struct
 from typing import Callable, Optional
 
 from imgfs.errors import CorruptImage
+from imgfs.filesystems.base import makedev
 from imgfs.filesystems.iso9660.records import parse_date, parse_long_date
 
 MAX_CONTINUATIONS = 256  # per record; a real one needs one or two
@@ -138,7 +138,7 @@ def _rare_entry(rr: RockRidge, sig: bytes, body: bytes) -> None:
         rr.seen = True
         high, low = _LE32.unpack_from(body, 0)[0], _LE32.unpack_from(body, 8)[0]
         # as Linux isofs: a 32-bit old-style dev_t when the high word is unused
-        rr.rdev = os.makedev(low >> 8, low & 0xFF) if high == 0 and low & ~0xFF else os.makedev(high, low)
+        rr.rdev = makedev(low >> 8, low & 0xFF) if high == 0 and low & ~0xFF else makedev(high, low)
     elif sig == b"CL" and len(body) >= 4:
         rr.seen = True
         rr.child_lba = _LE32.unpack_from(body, 0)[0]

@@ -23,6 +23,8 @@ import struct
 from collections.abc import Sequence
 from typing import Callable, NamedTuple, Optional
 
+from imgfs.filesystems.base import makedev
+
 TAG_MOUNT_POINT = 0xA0000003
 TAG_SYMLINK = 0xA000000C
 TAG_WSL_SYMLINK = 0xA000001D
@@ -89,14 +91,7 @@ def wsl_device(ea: dict[bytes, bytes]) -> int:
     value = ea.get(b"$LXDEV", b"")
     if len(value) < 8:
         return 0
-    return _makedev(int.from_bytes(value[:4], "little"), int.from_bytes(value[4:8], "little"))
-
-
-def _makedev(major: int, minor: int) -> int:
-    """Linux's encoding of a device number (what os.makedev gives, without its range checks)."""
-    major &= 0xFFFFFFFF
-    minor &= 0xFFFFFFFF
-    return (minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12) | ((major & ~0xFFF) << 32)
+    return makedev(int.from_bytes(value[:4], "little"), int.from_bytes(value[4:8], "little"))
 
 
 def interix(data: bytes) -> Optional[Special]:
@@ -107,7 +102,7 @@ def interix(data: bytes) -> Optional[Special]:
         return Special(stat.S_IFLNK, target)
     if magic in (INTERIX_CHR, INTERIX_BLK) and len(data) == 24:
         major, minor = struct.unpack_from("<QQ", data, 8)
-        return Special(stat.S_IFCHR if magic == INTERIX_CHR else stat.S_IFBLK, rdev=_makedev(major, minor))
+        return Special(stat.S_IFCHR if magic == INTERIX_CHR else stat.S_IFBLK, rdev=makedev(major, minor))
     return None
 
 

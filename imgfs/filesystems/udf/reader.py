@@ -12,12 +12,11 @@ hard links (directory entries naming one ICB) share one, and ``nlink`` is the en
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
-from imgfs.filesystems.base import Filesystem, Node
+from imgfs.filesystems.base import Filesystem, Node, makedev
 from imgfs.filesystems.udf.descriptors import (
     LAYER,
     TAG_FSD,
@@ -173,7 +172,7 @@ class UdfFilesystem(Filesystem):
             size = len(target)
         elif kind in (stat.S_IFBLK, stat.S_IFCHR):
             numbers = device_numbers(entry.ea)
-            rdev, size = (os.makedev(*numbers) if numbers else 0), 0
+            rdev, size = (makedev(*numbers) if numbers else 0), 0
         elif kind != stat.S_IFREG:
             size = 0
         return Node(name, mode, size, self._ino(icb), max(1, entry.links), uid, gid, entry.mtime_ns, entry.atime_ns,
