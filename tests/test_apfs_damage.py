@@ -312,3 +312,34 @@ def test_verify_finds_a_damaged_leaf_that_the_mount_only_shows_as_eio(many: Path
     assert fs.open(fs.children(fs.children(fs.root)["small"])["ok.txt"]).pread(0, 99) == b"still readable\n"
     with pytest.raises(CorruptImage, match="checksum"):
         fs.children(fs.children(fs.root)["many"])
+
+
+def test_inode_extended_fields_read_as_the_reference_lays_them_out():
+    """j_inode_val_t's xf_blob_t: the first data stream's size and the first device number count, a field too
+    short to hold one gives 0, and a field running past the bytes the blob gives is named in the error."""
+    from imgfs.filesystems.apfs import records as rec
+
+    base = rec.INODE_VALUE.pack(1, 77, 0, 5, 6, 7, 0, 1, 0, 0, 0, 501, 20, 0o100644, 0, 0)
+
+    def inode(*fields: tuple[int, bytes], used: int | None = None) -> bytes:
+        table = b"".join(struct.pack("<BBH", kind, 0, len(data)) for kind, data in fields)
+        blob = b"".join(data + bytes(-len(data) % 8) for _, data in fields)
+        return base + struct.pack("<HH", len(fields), len(blob) if used is None else used) + table + blob
+
+    def parse(value: bytes) -> tuple[int, int]:
+        found = rec.parse_inode(99, value, 0, len(value))
+        return found.size, found.rdev
+
+    name = (rec.INO_EXT_DSTREAM - 4, b"file.txt\0")  # type 4: the name, 9 bytes, padded to 16
+    stream = (rec.INO_EXT_DSTREAM, rec.DSTREAM.pack(123_456, 131_072, 0, 0, 0))
+    assert parse(inode(name, stream)) == (123_456, 0)
+    assert parse(inode(stream, (rec.INO_EXT_DSTREAM, rec.DSTREAM.pack(9, 9, 0, 0, 0)))) == (123_456, 0)  # first
+    assert parse(inode((rec.INO_EXT_DSTREAM, b"\x01" * 8), stream)) == (0, 0)  # too short: 0, and the first counts
+    assert parse(inode(name, (rec.INO_EXT_RDEV, struct.pack("<I", 0x0800_0001)))) == (0, 0x0800_0001)
+    assert parse(base) == (0, 0)  # no blob at all
+    many = [(rec.INO_EXT_DSTREAM - 4, b"n" * 3)] * 12 + [stream]  # more fields than the layouts kept
+    assert parse(inode(*many)) == (123_456, 0)
+    with pytest.raises(CorruptImage, match=r"inode 99: extended field \(type 8, 40 bytes\) runs past the record"):
+        parse(inode(name, stream, used=30))
+    with pytest.raises(CorruptImage, match="overrun a"):
+        parse(inode(name, stream, used=4000))

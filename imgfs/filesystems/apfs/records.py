@@ -11,6 +11,7 @@ entries carry extended fields (``xf_blob_t``): the data stream's size, the name,
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from itertools import repeat
@@ -35,7 +36,6 @@ EXTENT_VALUE = struct.Struct("<QQQ")  # length and flags, physical block, crypto
 DSTREAM = struct.Struct("<QQQQQ")  # size, allocated size, default crypto id, bytes written, bytes read
 XATTR_DSTREAM = struct.Struct("<Q")  # the stream's object id, before its j_dstream_t
 XF_HEAD = struct.Struct("<HH")  # xf_blob_t: count, bytes used; then count x_field_t (type, flags, size)
-XF_TABLES = [struct.Struct("<" + "BBH" * count) for count in range(8)]
 U64, U32 = struct.Struct("<Q"), struct.Struct("<I")
 EXTENT_LENGTH_MASK = (1 << 56) - 1
 HASHED_NAME_LENGTH_MASK = 0x3FF
@@ -115,26 +115,50 @@ def parse_inode(ino: int, data: bytes, start: int, end: int) -> Inode:
     """The inode record whose value is ``data[start:end]`` (read in place: a listing parses thousands)."""
     if end - start < INODE_VALUE.size:
         raise _error(f"inode {ino}: the record is {end - start} bytes, shorter than an inode")
-    size = rdev = -1  # the first field of each type counts
+    size = rdev = 0
     head = start + INODE_VALUE.size
     if end - head >= 4:
         count, used = XF_HEAD.unpack_from(data, head)
-        pos = head + 4 + 4 * count
-        limit = pos + used
+        fields = head + 4 + 4 * count
+        limit = fields + used
         if limit > end:
             raise _error(f"inode {ino}: {count} extended fields of {used} bytes overrun a {end - start}-byte record")
-        table = (XF_TABLES[count] if count < len(XF_TABLES) else struct.Struct("<" + "BBH" * count)).unpack_from(
-            data, head + 4)
-        for at in range(0, 3 * count, 3):
-            kind, length = table[at], table[at + 2]
-            if pos + length > limit:
-                raise _error(f"inode {ino}: extended field (type {kind}, {length} bytes) runs past the record")
-            if kind == INO_EXT_DSTREAM and size < 0:
-                size = U64.unpack_from(data, pos)[0] if length >= DSTREAM.size else 0
-            elif kind == INO_EXT_RDEV and rdev < 0:
-                rdev = U32.unpack_from(data, pos)[0] if length >= 4 else 0
-            pos += (length + 7) & ~7
-    return _new(Inode, INODE_VALUE.unpack_from(data, start) + (ino, size if size > 0 else 0, rdev if rdev > 0 else 0))
+        table = data[head + 4 : fields]
+        size_at, rdev_at, need = _xfield_layout(table) if count <= 8 else _xfield_layout.__wrapped__(table)
+        if fields + need > limit:
+            _overrun(ino, data, head + 4, count, fields, limit)
+        if size_at >= 0:
+            size = U64.unpack_from(data, fields + size_at)[0]
+        if rdev_at >= 0:
+            rdev = U32.unpack_from(data, fields + rdev_at)[0]
+    return _new(Inode, INODE_VALUE.unpack_from(data, start) + (ino, size, rdev))
+
+
+@functools.lru_cache(maxsize=1024)  # a volume's inodes carry few distinct tables (only short ones are kept)
+def _xfield_layout(table: bytes) -> tuple[int, int, int]:
+    """For an inode's table of extended fields (x_field_t: type, flags, size): where the first data stream's
+    size and the first device number are, from the start of the fields' data (-1: absent, or too short to
+    hold one), and how many bytes the fields need (each but the last padded to 8)."""
+    size_at = rdev_at = -1
+    pos = need = 0
+    seen_size = seen_rdev = False
+    for kind, _flags, length in struct.iter_unpack("<BBH", table):
+        need = max(need, pos + length)
+        if kind == INO_EXT_DSTREAM and not seen_size:
+            seen_size, size_at = True, pos if length >= DSTREAM.size else -1
+        elif kind == INO_EXT_RDEV and not seen_rdev:
+            seen_rdev, rdev_at = True, pos if length >= 4 else -1
+        pos += (length + 7) & ~7
+    return size_at, rdev_at, need
+
+
+def _overrun(ino: int, data: bytes, table: int, count: int, pos: int, limit: int) -> None:
+    """Raise for the first extended field that runs past the bytes the inode gives them."""
+    for index in range(count):
+        kind, _flags, length = struct.unpack_from("<BBH", data, table + 4 * index)
+        if pos + length > limit:
+            raise _error(f"inode {ino}: extended field (type {kind}, {length} bytes) runs past the record")
+        pos += (length + 7) & ~7
 
 
 class DirEntry(NamedTuple):
