@@ -292,7 +292,10 @@ class Tree:
     def shown_ino(self, node: Node, fs: Filesystem) -> int:
         """``node``'s inode number as ``stat`` shows it: in its filesystem's range (all a plain directory
         listing needs of it, with the type bits of its mode, which no option changes)."""
-        return (node.ino & MAX_INO) + self._bases.get(id(fs), 0)
+        ino, base = node.ino, self._bases.get(id(fs), 0)
+        if base or ino > MAX_INO:
+            return (ino & MAX_INO) + base
+        return ino  # the node's own int: the mount keeps one for every inode the kernel holds (a million, 32 MB)
 
     def stat_path(self, path: str) -> Attributes:
         node, fs = self.resolve(path)
