@@ -71,10 +71,10 @@ class Session:
 
     def run(self) -> None:
         """Every thread reads requests from ``/dev/fuse`` and answers what it reads, as libfuse's threads do: a
-        slow read (decoding) holds up only its own thread. The kernel wakes the thread that has waited
-        longest; while the one that just replied is still on its way back, the next request is often
-        served on the reader's own processor, which halves the round trip of small reads against a single
-        serving thread (buffered random 4 KiB reads, median of nine mounts: 40k/s against 20k/s here)."""
+        slow read (decoding) holds up only its own thread. It also doubles small reads against a single
+        serving thread (buffered random 4 KiB reads, median of nine mounts: 40k/s against 20k/s here): the
+        round trip is mostly the kernel waking each side, and is cheapest when the daemon runs on the
+        reader's processor, which several waiting threads make likelier (README, "Performance")."""
         others = [threading.Thread(target=self._serve, name=f"fuse-worker-{n}", daemon=True)
                   for n in range(1, self.threads)]
         for thread in others:
