@@ -138,7 +138,7 @@ def test_a_slow_read_holds_up_only_its_own_thread(iso, tmp_path):
         stuck, release = threading.Event(), threading.Event()
 
         def read(worker, unique, nodeid, request, size):
-            if nodeid == slow_node:
+            if nodeid == slow_node and not stuck.is_set():  # the first read of it only: one thread held
                 stuck.set()
                 release.wait(20)  # a decode that takes a long time
             plain_read(worker, unique, nodeid, request, size)
