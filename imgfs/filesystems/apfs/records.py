@@ -152,10 +152,11 @@ def _xfield_layout(table: bytes) -> tuple[int, int, int]:
     return size_at, rdev_at, need
 
 
-def _overrun(ino: int, data: bytes, table: int, count: int, pos: int, limit: int) -> None:
-    """Raise for the first extended field that runs past the bytes the inode gives them."""
+def _overrun(ino: int, data: bytes, table_at: int, count: int, pos: int, limit: int) -> None:
+    """Raise for the first extended field that runs past the bytes the inode gives them (``table_at``: where the
+    table of fields starts, ``pos``: where their data does)."""
     for index in range(count):
-        kind, _flags, length = struct.unpack_from("<BBH", data, table + 4 * index)
+        kind, _flags, length = struct.unpack_from("<BBH", data, table_at + 4 * index)
         if pos + length > limit:
             raise _error(f"inode {ino}: extended field (type {kind}, {length} bytes) runs past the record")
         pos += (length + 7) & ~7

@@ -107,8 +107,7 @@ def plain(data: bytes, pos: int, end: int) -> Optional[Plain]:
     or None, TF's modify, access and change times, NM's name or None). None when the area holds a symlink, a
     continuation area, a relocation, zisofs, a device number or a name in several NM entries or with flags:
     ``parse`` reads those. Entries ``parse`` ignores (RR; AL, the attribute lists xorriso writes) are ignored
-    here too. Most entries
-    of a disc are ordinary, and this is the hot path of a listing."""
+    here too. Most entries of a disc are ordinary, and this is the hot path of a listing."""
     px: Optional[tuple[int, int, int, int]] = None
     times: tuple[int, int, int] = NO_TIMES
     name: Optional[bytes] = None
