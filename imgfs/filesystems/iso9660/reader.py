@@ -340,23 +340,15 @@ class IsoFilesystem(Filesystem):
                         ctime, 0, target)
         if kind in _SPECIAL:
             return Node(name, mode, 0, first.offset, nlink, uid, gid, mtime, atime, ctime, rr.rdev or 0)
-        # hard links share their data, so their number: the offset of the data (of the record when empty)
-        if len(chain) == 1 and not first.unit_blocks and rr.zf is None:  # the common case: one extent, or none
-            size = first.size
-            if not size:
-                return Node(name, _FILE_MODES[permissions], 0, first.offset, nlink, uid, gid, mtime, atime, ctime, 0,
-                            None, _EMPTY_FILE)
-            start = first.extent * self.block_size
-            return Node(name, _FILE_MODES[permissions], size, start, nlink, uid, gid, mtime, atime, ctime, 0, None,
-                        start)
-        runs = self._runs(chain) if len(chain) > 1 or first.unit_blocks else \
-            ((first.extent * self.block_size, first.size),) if first.size else ()
+        runs = self._runs(chain)
         size = sum(length for _, length in runs)
-        ino = runs[0][0] if size else first.offset
+        ino = runs[0][0] if size else first.offset  # hard links share their data, so their number
         if rr.zf is not None:
+            handle: Any = FileHandle(runs, rr.zf)
             size = rr.zf[3]
-        return Node(name, _FILE_MODES[permissions], size, ino, nlink, uid, gid, mtime, atime, ctime, 0, None,
-                    FileHandle(runs, rr.zf) if runs or rr.zf is not None else _EMPTY_FILE)
+        else:  # one extent: its offset, the int the inode number holds (FileHandle says why)
+            handle = runs[0][0] if len(runs) == 1 else FileHandle(runs, None) if runs else _EMPTY_FILE
+        return Node(name, _FILE_MODES[permissions], size, ino, nlink, uid, gid, mtime, atime, ctime, 0, None, handle)
 
     def _relocated_directory(self, name: str, lba: int) -> Node:
         dot = self._dot_record(DirHandle(lba * self.block_size, self.block_size))
