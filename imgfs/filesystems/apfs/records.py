@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 OBJ_ID_MASK = (1 << 60) - 1
 TYPE_SHIFT = 60
+KIND_BITS = 4  # a filesystem-tree key as one integer (fs_key): the object id, then the record type in 4 bits
 SNAP_METADATA, EXTENT, INODE, XATTR, SIBLING_LINK, DSTREAM_ID, CRYPTO_STATE = 1, 2, 3, 4, 5, 6, 7
 FILE_EXTENT, DIR_REC, DIR_STATS, SNAP_NAME, SIBLING_MAP, FILE_INFO = 8, 9, 10, 11, 12, 13
 
@@ -55,25 +56,31 @@ def fs_key(data: bytes) -> int:
     if len(data) < 8:
         raise ValueError(f"a key of {len(data)} bytes, shorter than its object id and type")
     head = int.from_bytes(data[:8], "little")
-    return (head & OBJ_ID_MASK) << 4 | head >> TYPE_SHIFT
+    return (head & OBJ_ID_MASK) << KIND_BITS | head >> TYPE_SHIFT
 
 
 def fs_keys(node: TreeNode) -> list[int]:
     """``fs_key`` of every entry of a node at once, read in place (a listing parses thousands)."""
     if node.entry_count and min(node.key_lengths) < 8:
         raise ValueError("a key shorter than its 8-byte object id and type")
-    return [(head & OBJ_ID_MASK) << 4 | head >> TYPE_SHIFT
+    return [(head & OBJ_ID_MASK) << KIND_BITS | head >> TYPE_SHIFT
             for (head,) in map(U64.unpack_from, repeat(node, node.entry_count), node.key_starts)]
 
 
 def key(oid: int, kind: int) -> int:
     """The ``fs_key`` of records of object ``oid`` and type ``kind``."""
-    return oid << 4 | kind
+    return oid << KIND_BITS | kind
+
+
+def split_key(fs_key: int) -> tuple[int, int]:
+    """(object id, record type) of an ``fs_key``."""
+    return fs_key >> KIND_BITS, fs_key & ((1 << KIND_BITS) - 1)
 
 
 def span(oid: int, kind: int) -> tuple[int, int]:
     """The keys of all the records of object ``oid`` and type ``kind``, as ``BTree.records`` takes them."""
-    return oid << 4 | kind, (oid << 4 | kind) + 1
+    low = key(oid, kind)
+    return low, low + 1
 
 
 def _error(message: str) -> CorruptImage:

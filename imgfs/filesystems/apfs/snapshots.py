@@ -42,7 +42,7 @@ def snapshots(tree: VolumeTree) -> list[Snapshot]:
                  rec.fs_key, verify=True)
     found: list[Snapshot] = []
     for key, record in meta.all_records():
-        xid, kind = key >> 4, key & 0xF  # records.fs_key: the object id (a snapshot's transaction), the type
+        xid, kind = rec.split_key(key)  # the object id is the snapshot's transaction
         if kind != rec.SNAP_METADATA:
             continue
         if len(record.value) < SNAP_METADATA.size or len(found) >= MAX_SNAPSHOTS:

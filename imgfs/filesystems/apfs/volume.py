@@ -82,7 +82,8 @@ class VolumeTree:
             assert keys is not None  # find_many parsed them
             _, _, v0, v1 = leaf.entry(index)
             has_xattrs = keys[index + 1] == key + XATTR_AFTER_INODE if index + 1 < len(keys) else None
-            found[key >> 4] = parse(key >> 4, leaf, v0, v1), has_xattrs
+            ino = key >> rec.KIND_BITS  # rec.split_key, inline: once per child of every folder listed
+            found[ino] = parse(ino, leaf, v0, v1), has_xattrs
         return found
 
     def entries(self, ino: int) -> Iterator[rec.DirEntry]:
