@@ -252,10 +252,16 @@ class Tree:
         if not node.is_dir:
             raise NotADirectoryError(path)
         entered = {(id(fs), fs.directory_key(node))}
-        pending: deque[tuple[str, Iterator[tuple[str, Node, Filesystem]]]] = deque()
-        pending.append((path.rstrip("/"), self._listing_or_report(path, node, fs, report)))
+        # Directories to enter, each listed only when its turn comes: a breadth-first walk of a thousand folders
+        # holds their names, not a thousand listings.
+        pending: deque[list] = deque()
+        pending.append([path.rstrip("/"), node, fs, None])
         while pending:
-            where, listing = pending[0] if breadth_first else pending[-1]
+            top = pending[0] if breadth_first else pending[-1]
+            where, listing = top[0], top[3]
+            if listing is None:
+                listing = top[3] = self._listing_or_report(where or "/", top[1], top[2], report)
+                top[1] = top[2] = None  # the node is not needed any more: a listing dropped meanwhile can go
             item = next(listing, None)
             if item is None:
                 pending.popleft() if breadth_first else pending.pop()
@@ -266,7 +272,7 @@ class Tree:
             key = (id(child_fs), child_fs.directory_key(child)) if child.is_dir else None
             if key is not None and key not in entered:
                 entered.add(key)
-                pending.append((child_path, self._listing_or_report(child_path, child, child_fs, report)))
+                pending.append([child_path, child, child_fs, None])
 
     def _listing_or_report(self, path: str, node: Node, fs: Filesystem,
                            report: ErrorHandler) -> Iterator[tuple[str, Node, Filesystem]]:

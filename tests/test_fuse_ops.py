@@ -20,7 +20,8 @@ import pytest
 from conftest import is_mounted
 from isotools import pseudo_random, write_file, xorriso
 
-from imgfs.fuse import ImgfsOperations, fuse_options, kernel
+from imgfs.filesystems import base
+from imgfs.fuse import ImgfsOperations, fuse_options, inodes, kernel
 from imgfs.fuse.mount import mount
 from imgfs.fuse.session import Session
 from imgfs.image import open_image
@@ -101,6 +102,29 @@ def test_small_siblings_are_pushed_into_the_page_cache_with_their_bytes(iso, tmp
         assert [(folder / name).read_bytes() for name in names] == [small(n) for n in range(SMALL_FILES)]
 
 
+def test_files_cost_the_daemon_nothing_and_read_right_after_their_listings_are_gone(iso, tmp_path, monkeypatch):
+    """Only directories are held per node id: a file's says where it is listed, so a walk of a million files
+    holds no object per file, and it reads right even when every listing was dropped and parsed anew."""
+    monkeypatch.setattr(base, "RESIDENT_ENTRIES", 1)
+    monkeypatch.setattr(inodes, "LISTED_ENTRIES", 1)
+    monkeypatch.setattr(inodes, "OPEN_STREAMS", 1)
+    with served(iso, tmp_path / "mnt") as session:
+        root = tmp_path / "mnt"
+        listed = {path.relative_to(root): path.lstat() for path in root.rglob("*")}  # READDIRPLUS, every entry
+        assert len(listed) == 7 + 1 + SMALL_FILES
+        held = session.operations.inodes.table
+        assert sorted(inode.path() for inode in held.values()) == ["/", "/dir", "/small"]
+        assert session.operations.inodes._listed <= 1 + SMALL_FILES + 2  # the last listing only
+        for n in range(SMALL_FILES - 1, -1, -1):
+            assert (root / "small" / f"f{n:02d}").read_bytes() == small(n)
+        assert read_in_blocks(root / "data.bin", 1 << 20) == BIG and (root / "text.txt").read_bytes() == TEXT
+        assert (root / "dir" / "inner.txt").read_bytes() == b"inner\n" and os.readlink(root / "link") == "dir/inner.txt"
+        assert stat.S_IMODE(listed[Path("run.sh")].st_mode) == 0o755 and listed[Path("dir/inner.txt")].st_size == 6
+        assert os.stat(root / "small" / "f03").st_ino == listed[Path("small/f03")].st_ino
+        assert listed[Path("small/f03")].st_ino != listed[Path("small/f04")].st_ino
+        assert sorted(inode.path() for inode in held.values()) == ["/", "/dir", "/small"]
+
+
 def test_concurrent_readers_get_their_bytes(iso, tmp_path):
     rng = random.Random(3)
     jobs = [(name, rng.randrange(len(data)), rng.choice((4096, 65536, 300_000)))
@@ -132,7 +156,9 @@ def test_a_slow_read_holds_up_only_its_own_thread(iso, tmp_path):
     """Every thread reads requests: while one is stuck in a long decode, the others list, stat and read."""
     with served(iso, tmp_path / "mnt", threads=4) as session:
         root = tmp_path / "mnt"
-        slow_node = os.stat(root / "text.txt").st_ino  # the node id is the inode number
+        os.stat(root / "text.txt")
+        inodes = session.operations.inodes
+        slow_node = inodes.entry_id(inodes.root, inodes.index(inodes.root, "text.txt"))  # the one the kernel holds
         handlers = session.operations.handlers
         plain_read = handlers[kernel.READ]
         stuck, release = threading.Event(), threading.Event()

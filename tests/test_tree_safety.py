@@ -9,6 +9,7 @@ listed as a directory whose inode is none.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ from conftest import run_imgfs
 from isotools import find_record, patch_record, record_fields, susp_entries, write_file, xorriso
 
 from imgfs.errors import CorruptImage
+from imgfs.filesystems import base
 from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
 from imgfs.filesystems.names import NAME_MAX, escape, is_safe, sanitize
 from imgfs.io.stream import BytesStream, Stream
@@ -130,6 +132,51 @@ def test_walk_breadth_first_and_from_a_subdirectory():
     assert [p for p, _ in tree.walk("/a/")] == ["/a/a1", "/a/a1/deep", "/a/f"]
     with pytest.raises(NotADirectoryError):
         list(tree.walk("/a/f"))
+
+
+def test_a_breadth_first_walk_lists_a_directory_only_when_it_gets_there():
+    """The prefetch walks breadth first and stops after so many entries: the folders it has only seen are not
+    listed (a thousand folders of a thousand files would otherwise be parsed whole before the first entry)."""
+    layout = {1: {f"d{n}": 100 + n for n in range(100)}}
+    layout.update({100 + n: {f"f{k}": 10_000 + 100 * n + k for k in range(10)} for n in range(100)})
+    fs = MadeUp(layout)
+    walked = [path for path, _ in itertools.islice(Tree(fs).walk(breadth_first=True), 105)]
+    assert walked[99:] == ["/d99", "/d0/f0", "/d0/f1", "/d0/f2", "/d0/f3", "/d0/f4"]
+    assert fs.loads == 2  # the root and d0
+
+
+def test_listings_beyond_the_resident_bound_are_dropped_and_parsed_again_alike(monkeypatch, caplog):
+    """A huge tree is not held whole: past RESIDENT_ENTRIES the oldest listings go, and a directory listed
+    again is parsed again, with the same entries in the same order, and is not taken for a loop."""
+    monkeypatch.setattr(base, "RESIDENT_ENTRIES", 45)
+    layout = {1: {f"d{n}": 100 + n for n in range(50)}}
+    layout.update({100 + n: {f"f{k}": 10_000 + 100 * n + k for k in range(20)} | {"sub": 200 + n} for n in range(50)})
+    layout.update({200 + n: {"leaf": 20_000 + n} for n in range(50)})
+    fs = MadeUp(layout)
+    tree = Tree(fs)
+    with caplog.at_level(logging.WARNING):
+        first = [(path, tree.attributes(node, fs)) for path, node in tree.walk()]
+        loads = fs.loads
+        second = [(path, tree.attributes(node, fs)) for path, node in tree.walk()]
+    assert len(first) == 50 + 50 * 22 and first == second
+    assert loads == 101 and fs.loads == 201  # every directory parsed again, but the root
+    dirs = [node for _, node in tree.walk() if node.is_dir]
+    held = [node for node in dirs if node.children is not None]
+    assert 2 <= len(held) <= 5 and sum(len(node.children or {}) for node in held) <= 45  # of 100 listings
+    assert not caplog.records
+    assert list(tree.children("/d7/sub")) == ["leaf"] and tree.lookup("/d7/sub/leaf").ino == 20_007
+
+
+def test_a_loop_is_still_refused_when_its_listings_are_parsed_again(monkeypatch, caplog):
+    monkeypatch.setattr(base, "RESIDENT_ENTRIES", 1)
+    fs = MadeUp({1: {"a": 2, "f": 9}, 2: {"b": 3, "b2": 3}, 3: {"up": 2, "top": 1, "g": 8}})
+    tree = Tree(fs)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert [path for path, _ in tree.walk()] == ["/a", "/a/b", "/a/b/up", "/a/b/top", "/a/b/g", "/a/b2", "/f"]
+            assert tree.children("/a/b2") == {} and tree.children("/a/b/up") == {}
+    assert fs.loads > 6  # parsed again each time
+    assert all("shown elsewhere" in record.getMessage() for record in caplog.records)
 
 
 def test_unsafe_names_of_any_filesystem_are_escaped(caplog):

@@ -14,6 +14,10 @@ A reader imports this module and ``imgfs.layer``, never the assembly (``imgfs.im
   whose directories may rightly be reached from several places (HFS+ directory hard links, which Time
   Machine makes) sets ``directory_links``: it refuses loops itself, and ``Tree.walk`` still enters each
   directory once.
+* The listings kept are bounded: once more than ``RESIDENT_ENTRIES`` entries of parsed directories are held,
+  the oldest listings are dropped and parsed again when next needed (a tree of a million files need not be
+  held whole). So ``_load_children`` must give the same entries, in the same order, every time it runs, and
+  a reader must not rely on one ``Node`` object per entry: a directory listed again has new ones.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 import logging
 import stat
 import threading
+from collections import deque
 from collections.abc import Hashable
 from typing import Any, Optional
 
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 DEFAULT_FILE_MODE = stat.S_IFREG | 0o444
 DEFAULT_DIR_MODE = stat.S_IFDIR | 0o555
 MAX_INO = (1 << 48) - 1  # a reader's inode numbers stay below this; the tree uses the bits above
+# Entries of parsed directories held per filesystem (about 300 bytes each) before the oldest listings are dropped.
+RESIDENT_ENTRIES = 200_000
+_TOP = object()  # the "parent" of a filesystem's root in the record of where each directory was shown
 
 
 class Node:
@@ -93,7 +101,10 @@ class Filesystem(Layer):
 
     def __init__(self) -> None:
         self._load_lock = threading.Lock()
-        self._shown_dirs: set[Hashable] = set()  # directory_key of every directory listed as an entry so far
+        # directory_key of every directory listed as an entry so far -> the directory_key of the one listing it
+        self._shown_dirs: dict[Hashable, Hashable] = {}
+        self._resident: deque[tuple[Node, int]] = deque()  # directories parsed, oldest first, with their sizes
+        self._resident_entries = 0
 
     def children(self, node: Node) -> dict[str, Node]:
         kids = node.children
@@ -104,7 +115,21 @@ class Filesystem(Layer):
                     kids = self._load_children(node)
                     self._check_listing(node, kids)
                     node.children = kids
+                    if node is not getattr(self, "root", None):  # the root stays (a mount or graft point)
+                        self._keep(node, len(kids))
         return kids
+
+    def _keep(self, node: Node, count: int) -> None:
+        """Hold ``node``'s listing, and drop the oldest ones beyond ``RESIDENT_ENTRIES`` entries in all (never
+        the one just parsed): a walk of a huge tree keeps a bounded part of it, and what it left behind is
+        parsed again if someone asks. Users of a listing hold the dict itself, which stays whole."""
+        resident = self._resident
+        resident.append((node, count))
+        self._resident_entries += count
+        while self._resident_entries > RESIDENT_ENTRIES and len(resident) > 1:
+            old, old_count = resident.popleft()
+            old.children = None
+            self._resident_entries -= old_count
 
     def _load_children(self, node: Node) -> dict[str, Node]:
         raise NotImplementedError
@@ -126,13 +151,16 @@ class Filesystem(Layer):
             return
         shown = self._shown_dirs
         if not shown and getattr(self, "root", None) is not None:
-            shown.add(self.directory_key(self.root))
+            shown[self.directory_key(self.root)] = _TOP
+        here = self.directory_key(node)
+        listed: set[Hashable] = set()  # the directories of this listing: one shown twice in it is shown once
         for name, kid in kids.items():
             if not kid.is_dir:
                 continue
             key = self.directory_key(kid)
-            if key not in shown:
-                shown.add(key)
+            where = shown.setdefault(key, here)
+            if where == here and key != here and key not in listed:  # first shown here (or listed here again)
+                listed.add(key)
                 continue
             log.warning("%s: %s: directory %r is shown elsewhere already (it is its own ancestor, or a directory "
                         "link reaches it again): it is shown empty here", self._title, _where(node), name)

@@ -21,10 +21,9 @@ from typing import Callable, Optional
 from imgfs.errors import ImageError
 from imgfs.filesystems.base import Filesystem, Node
 from imgfs.fuse import kernel
-from imgfs.fuse.inodes import ENOATTR, TIMEOUT, Inode, Inodes, errno_of, may_execute, pack_entry
+from imgfs.fuse.inodes import ENOATTR, TIMEOUT, Entry, Inode, Inodes, errno_of, may_execute, pack_entry
 from imgfs.fuse.session import Handler, Worker
 from imgfs.image import OpenedImage
-from imgfs.io.stream import Stream
 from imgfs.options import MountOptions
 
 log = logging.getLogger("imgfs.fuse")
@@ -55,7 +54,6 @@ class ImgfsOperations:
         self.inodes = Inodes(self.tree)
         self.has_xattrs = any(fs.has_xattrs for fs in self.tree.filesystems)
         self.flags = WANTED
-        self._listings: dict[int, list[tuple[str, Node, Filesystem]]] = {}
         self._prefetching = False
         self._once = threading.Lock()  # requests are served by several threads: the prefetch starts once
         self.pusher = Pusher(self)
@@ -75,7 +73,7 @@ class ImgfsOperations:
 
     def where(self, opcode: int, nodeid: int, request: bytearray, size: int) -> str:
         """The path a request is about, for debug lines (a LOOKUP's with the name looked up)."""
-        inode = self.inodes.table.get(nodeid)
+        inode = self.inodes.find(nodeid)
         path = inode.path() if inode is not None else "?"
         if opcode == kernel.LOOKUP:
             name = bytes(request[BODY : size - 1]).decode(ENCODING, ERRORS)
@@ -86,7 +84,7 @@ class ImgfsOperations:
         """The errno for a request that raised ``exc``; a damaged image or a bug gets one log line."""
         code = errno_of(exc)
         if code == errno.EIO:
-            inode = self.inodes.table.get(nodeid)
+            inode = self.inodes.find(nodeid)
             where = inode.path() if inode is not None else f"node {nodeid}"
             what = kernel.NAMES.get(opcode, str(opcode)).lower()
             if isinstance(exc, ImageError):
@@ -101,14 +99,14 @@ class ImgfsOperations:
     def lookup(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         parent = self.inodes.get(nodeid)
         name = bytes(request[BODY : size - 1]).decode(ENCODING, ERRORS)
-        node = self.tree.entries(parent.node, parent.fs).get(name) if parent.node.is_dir else None
-        if node is None:
+        index = self.inodes.index(parent, name) if parent.node.is_dir else -1
+        if index < 0:
             worker.reply(unique, NEGATIVE_ENTRY)  # cached by the kernel as "no such entry"
             return
-        fs = self.tree.fs_of(node, parent.fs)
+        _, node, fs = self.inodes.listing(parent)[index]
         check_empty(node, fs)
         shown = self.tree.attributes(node, fs)
-        worker.reply(unique, pack_entry(self.inodes.child(parent, name, node, fs, shown.ino).nodeid, shown))
+        worker.reply(unique, pack_entry(self.inodes.child(parent, name, index, node, fs, shown.ino), shown))
 
     def forget(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         self.inodes.forget(nodeid, kernel.FORGET_IN.unpack_from(request, BODY)[0])
@@ -202,19 +200,14 @@ class ImgfsOperations:
     def read(self, worker: Worker, unique: int, nodeid: int, request: bytearray, size: int) -> None:
         """Plain extents of SPLICE_MIN bytes or more are spliced from the image; everything else is copied."""
         _, offset, length, _, _, _, _ = kernel.READ_IN.unpack_from(request, BODY)
-        inode = self.inodes.get(nodeid)
-        stream = inode.stream or self._open(inode)
+        stream = self.inodes.stream(nodeid)
         count = max(0, min(length, stream.size - offset))
         worker.reply_read(unique, stream, offset, count,
                           stream.file_ranges(offset, count) if count >= SPLICE_MIN else None)
-        if offset == 0 and stream.size <= PUSH_FILE_MAX and inode.parent is not None:
-            self.pusher.read_one_of(inode.parent)
-
-    def _open(self, inode: Inode) -> Stream:
-        if inode.node.is_dir:
-            raise IsADirectoryError(inode.path())
-        inode.stream = inode.fs.open(inode.node)
-        return inode.stream
+        if offset == 0 and stream.size <= PUSH_FILE_MAX:
+            directory = self.inodes.directory_of(nodeid)
+            if directory is not None:
+                self.pusher.read_one_of(directory)
 
     # -- listings -------------------------------------------------------------------------------------
 
@@ -241,25 +234,16 @@ class ImgfsOperations:
             records.append(record)
             used += len(record)
             index += 1
-        if index >= len(entries):
-            self._listings.pop(nodeid, None)  # read to the end: a second listing comes from the kernel's cache
         worker.reply(unique, b"".join(records))
 
-    def _listing(self, directory: Inode) -> list[tuple[str, Node, Filesystem]]:
-        """The entries of ``directory``, "." and ".." first, kept while the kernel reads them in pieces."""
-        entries = self._listings.get(directory.nodeid)
-        if entries is None:
-            if not directory.node.is_dir:
-                raise NotADirectoryError(directory.path())
-            if directory.parent is not None and not self._prefetching:
-                with self._once:
-                    if not self._prefetching:
-                        self._start_prefetch()
-            parent = directory.parent or directory
-            entries = [(".", directory.node, directory.fs), ("..", parent.node, parent.fs)]
-            entries += self.tree.listing(directory.node, directory.fs)
-            self._listings[directory.nodeid] = entries
-        return entries
+    def _listing(self, directory: Inode) -> list[Entry]:
+        """The entries of ``directory``, "." and ".." first (``Inodes.listing``); the first listing below the
+        root starts the prefetch."""
+        if directory.parent is not None and not self._prefetching:
+            with self._once:
+                if not self._prefetching:
+                    self._start_prefetch()
+        return self.inodes.listing(directory)
 
     def _start_prefetch(self) -> None:
         """Once a walk of the tree begins (a directory below the root is listed), parse the rest ahead of it in
@@ -277,7 +261,7 @@ class ImgfsOperations:
         except Exception as exc:  # noqa: BLE001 - a reader's bug: the entry that meets it reports it again
             log.debug("prefetch stopped: %s: %s", type(exc).__name__, exc)
 
-    def _record(self, directory: Inode, index: int, entry: tuple[str, Node, Filesystem], plus: bool) -> bytes:
+    def _record(self, directory: Inode, index: int, entry: Entry, plus: bool) -> bytes:
         name, node, fs = entry
         raw = name.encode(ENCODING, ERRORS)
         if not plus:  # a name, an inode number and a type: no attributes to make (a million, for a big find)
@@ -287,7 +271,7 @@ class ImgfsOperations:
         shown = self.tree.attributes(node, fs)
         head = kernel.DIRENT.pack(shown.ino, index + 1, len(raw), kernel.dirent_type(shown.mode)) + raw
         head = (NO_ENTRY if index < 2 or not readable(node, fs)
-                else pack_entry(self.inodes.child(directory, name, node, fs, shown.ino).nodeid, shown)) + head
+                else pack_entry(self.inodes.child(directory, name, index, node, fs, shown.ino), shown)) + head
         return head + PADDING[-len(head) % 8]
 
 
@@ -355,18 +339,21 @@ class Pusher:
                     log.debug("push skipped: %s", exc)
 
     def _push(self, directory: Inode) -> None:
-        table, tree, budget = self.operations.inodes.table, self.operations.tree, PUSH_DIRECTORY_MAX
-        writer = self.operations.notifier
-        for _, node, fs in tree.listing(directory.node, directory.fs):
+        """The directory's small files, in listing order, until one cannot be stored: the kernel holds no
+        inode for it (the directory was listed without attributes), so it holds none for the others either."""
+        inodes, budget, writer = self.operations.inodes, PUSH_DIRECTORY_MAX, self.operations.notifier
+        for index, (_, node, fs) in enumerate(inodes.listing(directory)):
             if budget <= 0 or writer is None:
                 return
-            if not 0 < node.size <= PUSH_FILE_MAX or not node.is_file:
+            if index < 2 or not 0 < node.size <= PUSH_FILE_MAX or not node.is_file:
                 continue
-            inode = table.get(tree.attributes(node, fs).ino)
-            if inode is None or inode.node is not node or inode.stream is not None:
-                continue  # unknown to the kernel, or read already
-            stream = inode.stream = fs.open(node)
+            nodeid = inodes.entry_id(directory, index)
+            if inodes.is_open(nodeid):
+                continue  # read already
+            stream = fs.open(node)
             data = stream.pread(0, stream.size)
-            if writer(inode.nodeid, 0, data):
-                self.stored += 1
-                budget -= len(data)
+            if not writer(nodeid, 0, data):
+                return
+            inodes.keep_stream(nodeid, stream)
+            self.stored += 1
+            budget -= len(data)
