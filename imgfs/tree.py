@@ -175,10 +175,6 @@ class Tree:
             kids = {**extra, **kids}
         return kids
 
-    def fs_of(self, node: Node, parent_fs: Filesystem) -> Filesystem:
-        """The filesystem of ``node``, an entry of a directory of ``parent_fs``."""
-        return self._mounts.get(id(node), parent_fs)
-
     def listing(self, node: Node, fs: Filesystem) -> list[tuple[str, Node, Filesystem]]:
         """(name, node, its filesystem) for every entry of directory ``node``."""
         mounts = self._mounts

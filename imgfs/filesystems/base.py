@@ -116,7 +116,7 @@ class Filesystem(Layer):
                     self._check_listing(node, kids)
                     node.children = kids
                     if node is not getattr(self, "root", None):  # the root stays (a mount or graft point)
-                        self._keep(node, len(kids))
+                        self._keep(node, len(kids) + 1)  # an empty listing costs its node too
         return kids
 
     def _keep(self, node: Node, count: int) -> None:
