@@ -25,7 +25,7 @@ from isotools import find_record, patch_record, record_fields, susp_entries, wri
 from imgfs.errors import CorruptImage
 from imgfs.filesystems import base
 from imgfs.filesystems.base import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Filesystem, Node
-from imgfs.filesystems.names import NAME_MAX, escape, is_safe, sanitize
+from imgfs.filesystems.names import NAME_MAX, NameMap, escape, is_safe, sanitize
 from imgfs.io.stream import BytesStream, Stream
 from imgfs.tree import Tree
 
@@ -60,6 +60,16 @@ def test_sanitize_keeps_order_type_and_every_entry():
     assert list(entries.items()) == [("a%2Fb~2", 1), ("a%2Fb", 2), ("%2E~2", 3), ("%2E", 4), ("%", 5), ("z", 6)]
     assert changed == [("a/b", "a%2Fb~2"), (".", "%2E~2"), ("", "%")]
     assert sanitize(entries) == []
+
+
+def test_apple_names_are_found_by_either_normalization_form():
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    stored_nfc, stored_nfd = NameMap({nfc: 1}), NameMap({nfd: 2})
+    assert stored_nfc.get(nfd) == 1 and stored_nfc[nfc] == 1 and stored_nfd.get(nfc) == 2 and stored_nfd[nfd] == 2
+    assert stored_nfc.get("tea") is None and stored_nfc.get(7, "none") == "none"
+    with pytest.raises(KeyError):
+        stored_nfc["tea"]
+    assert list(stored_nfd) == [nfd]  # listed as stored
 
 
 # -- a made-up filesystem -----------------------------------------------------------------------------

@@ -18,9 +18,10 @@ escape always keep theirs.
 from __future__ import annotations
 
 import re
+import unicodedata
 import zlib
 from collections.abc import MutableMapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 NAME_MAX = 255  # bytes: what Linux takes for one path component
 _CRC_SUFFIX = 9  # "~" and eight hex digits
@@ -105,3 +106,22 @@ def _all_safe(names: MutableMapping[str, T]) -> bool:
 def _with_suffix(name: str, suffix: str) -> str:
     """``name`` and ``suffix``, ``name`` cut so that the whole stays within NAME_MAX bytes."""
     return _shortened(name, NAME_MAX - len(suffix)) + suffix
+
+
+class NameMap(dict[str, T]):
+    """A folder's children by stored name, also found by the other Unicode normalization form of a name: Apple's
+    filesystems store one form (HFS+ shows NFC, APFS keeps what was written) and a user may type the other."""
+
+    def __missing__(self, name: str) -> T:
+        if isinstance(name, str):
+            for form in ("NFC", "NFD"):
+                other = unicodedata.normalize(form, name)
+                if other != name and dict.__contains__(self, other):
+                    return dict.__getitem__(self, other)
+        raise KeyError(name)
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except (KeyError, TypeError):
+            return default

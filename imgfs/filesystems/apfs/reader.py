@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import stat
-import unicodedata
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Optional
 
@@ -33,6 +32,7 @@ from imgfs.filesystems.apfs.objects import LAYER
 from imgfs.filesystems.apfs.snapshots import snapshot_tree, snapshots
 from imgfs.filesystems.apfs.volume import VolumeTree
 from imgfs.filesystems.base import MAX_INO, Filesystem, Node, makedev
+from imgfs.filesystems.names import NameMap
 from imgfs.io.stream import Stream
 from imgfs.layer import Progress, View, no_progress
 
@@ -57,23 +57,6 @@ class Handle(NamedTuple):
     size: int  # the data stream's size
     compressed: bool
     has_xattrs: Optional[bool] = None  # known from the listing; None: to be looked up
-
-
-class NameMap(dict[str, Node]):
-    """A folder's children by stored name, also found by the other normalization form of a name."""
-
-    def __missing__(self, name: str) -> Node:
-        for form in ("NFC", "NFD"):
-            other = unicodedata.normalize(form, name)
-            if other != name and dict.__contains__(self, other):
-                return dict.__getitem__(self, other)
-        raise KeyError(name)
-
-    def get(self, name: Any, default: Any = None) -> Any:
-        try:
-            return self[name]
-        except (KeyError, TypeError):
-            return default
 
 
 class ApfsFilesystem(Filesystem):

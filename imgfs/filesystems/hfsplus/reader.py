@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import stat
-import unicodedata
 from typing import Any, NamedTuple, Optional
 
 from imgfs.errors import CorruptImage, ImageError
@@ -54,6 +53,7 @@ from imgfs.filesystems.hfsplus.volume import (
     open_volume,
     parse_extents,
 )
+from imgfs.filesystems.names import NameMap
 from imgfs.io.stream import ExtentStream, Stream
 from imgfs.layer import OpenContext
 
@@ -90,22 +90,6 @@ class FileHandle(NamedTuple):
     has_attributes: bool = False
     resource_size: int = 0
     compressed: bool = False
-
-
-class NameMap(dict[str, Node]):
-    """A folder's children by shown (NFC) name, also found by the decomposed (NFD) form of a name."""
-
-    def get(self, name: Any, default: Any = None) -> Any:
-        found = super().get(name)
-        if found is None and isinstance(name, str):
-            found = super().get(unicodedata.normalize("NFC", name))
-        return default if found is None else found
-
-    def __missing__(self, name: str) -> Node:
-        found = self.get(name)
-        if found is None:
-            raise KeyError(name)
-        return found
 
 
 class HfsPlusFilesystem(Filesystem):
@@ -206,7 +190,7 @@ class HfsPlusFilesystem(Filesystem):
             raise CorruptImage(f"folder CNID {handle.cnid}'s thread names parent {thread.parent}, but it is listed "
                                f"in folder {handle.parent}", layer="hfs+")
         hidden = self._hidden() if handle.cnid == cat.ROOT_FOLDER else set()
-        kids = NameMap()
+        kids: NameMap[Node] = NameMap()
         for raw, entry in self._entries(handle.cnid):
             if raw in hidden:
                 continue
