@@ -25,7 +25,9 @@ from imgfs.fuse import ImgfsOperations, fuse_options, inodes, kernel
 from imgfs.fuse.mount import mount
 from imgfs.fuse.session import Session
 from imgfs.image import open_image
+from imgfs.io.stream import BytesStream
 from imgfs.options import MountOptions
+from imgfs.tree import Tree, VirtualFilesystem
 
 BIG = pseudo_random(3_000_000, 60)
 TEXT = b"compressible line of text\n" * 20_000
@@ -114,7 +116,7 @@ def test_files_cost_the_daemon_nothing_and_read_right_after_their_listings_are_g
         assert len(listed) == 7 + 1 + SMALL_FILES
         held = session.operations.inodes.table
         assert sorted(inode.path() for inode in held.values()) == ["/", "/dir", "/small"]
-        assert session.operations.inodes._listed <= 1 + SMALL_FILES + 2  # the last listing only
+        assert len(session.operations.inodes._listings) == 2  # the last two listings only
         for n in range(SMALL_FILES - 1, -1, -1):
             assert (root / "small" / f"f{n:02d}").read_bytes() == small(n)
         assert read_in_blocks(root / "data.bin", 1 << 20) == BIG and (root / "text.txt").read_bytes() == TEXT
@@ -123,6 +125,42 @@ def test_files_cost_the_daemon_nothing_and_read_right_after_their_listings_are_g
         assert os.stat(root / "small" / "f03").st_ino == listed[Path("small/f03")].st_ino
         assert listed[Path("small/f03")].st_ino != listed[Path("small/f04")].st_ino
         assert sorted(inode.path() for inode in held.values()) == ["/", "/dir", "/small"]
+
+
+def test_a_folder_too_big_for_the_listing_bound_stays_while_its_subfolders_are_listed(monkeypatch):
+    """``cp -r`` of a folder of many files and some subfolders: each subfolder's listing comes between reads of
+    the big folder's files, whose node ids need the big listing. It is listed once, not once per subfolder."""
+    monkeypatch.setattr(inodes, "LISTED_ENTRIES", 10)
+    volumes = VirtualFilesystem()
+    big = volumes.add_dir(volumes.root, "big")
+    for n in range(40):
+        volumes.add_file(big, f"f{n:02d}", BytesStream(b"%d" % n))
+        if n % 10 == 0:
+            volumes.add_file(volumes.add_dir(big, f"sub{n}"), "leaf", BytesStream(b"leaf"))
+    tree = Tree(volumes)
+    listed: list[str] = []
+    plain_listing = tree.listing
+    monkeypatch.setattr(tree, "listing", lambda node, fs: listed.append(node.name) or plain_listing(node, fs))
+    table = inodes.Inodes(tree)
+
+    def inode_of(parent, name):
+        index = table.index(parent, name)
+        _, node, fs = table.listing(parent)[index]
+        return table.get(table.child(parent, name, index, node, fs, tree.shown_ino(node, fs)))
+
+    folder = inode_of(table.root, "big")
+    copied = {}
+    for name, node, _ in list(table.listing(folder))[2:]:
+        entry = inode_of(folder, name)
+        if node.is_dir:
+            leaf = inode_of(entry, "leaf")
+            copied[f"{name}/leaf"] = table.stream(leaf.nodeid).pread(0, 10)
+        else:
+            copied[name] = table.stream(entry.nodeid).pread(0, 10)
+    leaves = {f"sub{n}/leaf": b"leaf" for n in range(0, 40, 10)}
+    assert copied == {**{f"f{n:02d}": b"%d" % n for n in range(40)}, **leaves}
+    assert listed.count("big") == 1 and listed.count("sub10") == 1
+    assert len(table._listings) == 2
 
 
 def test_concurrent_readers_get_their_bytes(iso, tmp_path):

@@ -176,9 +176,16 @@ class Inodes:
 
     def listing(self, directory: Inode) -> list[Entry]:
         """The entries of ``directory``, "." and ".." first: the order of its entries' node ids and of the
-        offsets ``readdir`` hands out. Kept while others are, up to ``LISTED_ENTRIES`` entries in all."""
-        entries = self._listings.get(directory.nodeid)
+        offsets ``readdir`` hands out. The least recently used go beyond ``LISTED_ENTRIES`` entries in all, but
+        never the last two: a folder too big for the bound stays while ``cp -r`` copies it and enters its
+        subfolders one by one."""
+        nodeid = directory.nodeid
+        listings = self._listings
+        entries = listings.get(nodeid)
         if entries is not None:
+            with self._lock:  # now the last used
+                if nodeid in listings:
+                    listings[nodeid] = listings.pop(nodeid)
             return entries
         node, fs = directory.node, directory.fs
         if not node.is_dir:
@@ -186,13 +193,13 @@ class Inodes:
         parent = directory.parent or directory
         entries = [(".", node, fs), ("..", parent.node, parent.fs), *self.tree.listing(node, fs)]
         with self._lock:
-            kept = self._listings.get(directory.nodeid)
+            kept = listings.get(nodeid)
             if kept is not None:
                 return kept  # another thread listed it meanwhile: one list, so one order of indexes
-            self._listings[directory.nodeid] = entries
+            listings[nodeid] = entries
             self._listed += len(entries)
-            while self._listed > LISTED_ENTRIES and len(self._listings) > 1:
-                self._drop_listing(next(iter(self._listings)))
+            while self._listed > LISTED_ENTRIES and len(listings) > 2:
+                self._drop_listing(next(iter(listings)))
         return entries
 
     def _drop_listing(self, nodeid: int) -> None:
