@@ -243,10 +243,6 @@ class Inodes:
     def is_open(self, nodeid: int) -> bool:
         return nodeid in self._streams
 
-    def keep_stream(self, nodeid: int, stream: Stream) -> None:
-        with self._lock:
-            self._streams.setdefault(nodeid, stream)
-
 
 def errno_of(exc: BaseException) -> int:
     """The errno a failed request answers with; anything unexpected is EIO."""

@@ -342,7 +342,7 @@ class Pusher:
         """The directory's small files, in listing order, until one cannot be stored: the kernel holds no
         inode for it (the directory was listed without attributes), so it holds none for the others either."""
         inodes, budget, writer = self.operations.inodes, PUSH_DIRECTORY_MAX, self.operations.notifier
-        for index, (_, node, fs) in enumerate(inodes.listing(directory)):
+        for index, (_, node, _) in enumerate(inodes.listing(directory)):
             if budget <= 0 or writer is None:
                 return
             if index < 2 or not 0 < node.size <= PUSH_FILE_MAX or not node.is_file:
@@ -350,10 +350,9 @@ class Pusher:
             nodeid = inodes.entry_id(directory, index)
             if inodes.is_open(nodeid):
                 continue  # read already
-            stream = fs.open(node)
+            stream = inodes.stream(nodeid)  # opened and kept, as its reads would
             data = stream.pread(0, stream.size)
             if not writer(nodeid, 0, data):
                 return
-            inodes.keep_stream(nodeid, stream)
             self.stored += 1
             budget -= len(data)

@@ -392,9 +392,7 @@ class IsoFilesystem(Filesystem):
             raise IsADirectoryError(node.name)
         if not handle.runs and handle.zf is None:  # an empty file: every listing with attributes opens each one
             return _EMPTY
-        name = f"{self.stream.name}:{node.name}"
-        if len(handle.runs) == 1 and handle.zf is None:
-            return SliceStream(self.stream, handle.runs[0][0], handle.runs[0][1], name=name)
+        name = f"{self.stream.name}:{node.name}"  # several runs, or zisofs (one run uncompressed is an int)
         raw = ExtentStream.over(self.stream, handle.runs, name=name)
         if handle.zf is None:
             return raw
